@@ -178,9 +178,15 @@ class DoseFile:
     units: str | None
     dose_type: str | None
     frame_of_reference_uid: str | None
-    referenced_plan_uid: str | None
+    #: Plans this dose belongs to: one, or several for a MULTI_PLAN dose.
+    referenced_plan_uids: tuple[str, ...]
     referenced_fraction_group_numbers: tuple[int, ...]
     referenced_beam_numbers: tuple[int, ...] = ()
+
+    @property
+    def referenced_plan_uid(self) -> str | None:
+        """The single plan of this dose, or None when it references none or several."""
+        return self.referenced_plan_uids[0] if len(self.referenced_plan_uids) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -248,7 +254,7 @@ class Course:
         """
         out = []
         for d in self.doses:
-            if d.referenced_plan_uid != part.plan.uid:
+            if part.plan.uid not in d.referenced_plan_uids:
                 continue
             if d.summation_type == "FRACTION":
                 if part.fraction_group.number in d.referenced_fraction_group_numbers:
