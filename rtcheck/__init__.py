@@ -1,3 +1,29 @@
-"""rtcheck: checks radiotherapy plans (DICOM-RT) against a clinical-trial protocol."""
+"""rtcheck: checks radiotherapy plans (DICOM-RT) against a clinical-trial protocol.
+
+The stable Python API is re-exported here (see :mod:`rtcheck.api`)::
+
+    import rtcheck
+    reports = rtcheck.check_paths(["export/"])  # one Report per course, bundled protocol
+"""
 
 __version__ = "0.1.0"
+
+from .api import check_course, check_paths, find_courses, incomplete_report, load_protocol
+from .errors import ExitCode, InputError, ProtocolError, RtcheckError
+from .report import Report, RuleResult, Status
+
+__all__ = [
+    "ExitCode",
+    "InputError",
+    "ProtocolError",
+    "Report",
+    "RtcheckError",
+    "RuleResult",
+    "Status",
+    "__version__",
+    "check_course",
+    "check_paths",
+    "find_courses",
+    "incomplete_report",
+    "load_protocol",
+]

@@ -1,0 +1,178 @@
+"""rtcheck's stable Python API, for planning-system scripts and other programs.
+
+    >>> import rtcheck
+    >>> protocol = rtcheck.load_protocol()            # the bundled trial protocol
+    >>> for course in rtcheck.find_courses(["export/"]):
+    ...     report = rtcheck.check_course(course, protocol)
+    ...     print(report.verdict, [r.id for r in report.rules if r.status != "per_protocol"])
+
+Everything here keeps its name and signature across minor versions; the report's JSON
+schema only ever gains fields (``Report.schema_version``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import __version__
+from .arms import detect_arm, part_name
+from .assembly import CourseFiles, find_courses, load_course
+from .engine import CheckContext, run_rules
+from .errors import InputError
+from .protocol import Protocol, load_protocol
+from .report import (
+    ArmResult,
+    InputFile,
+    IntegrityFinding,
+    PlanSummary,
+    ProtocolRef,
+    Report,
+    RuleResult,
+    Status,
+    worst,
+)
+from .roles import match_roles
+
+__all__ = ["check_course", "check_paths", "find_courses", "incomplete_report", "load_protocol"]
+
+
+def _protocol_ref(protocol: Protocol) -> ProtocolRef:
+    return ProtocolRef(
+        name=protocol.protocol.name,
+        version=protocol.protocol.version,
+        sha256=protocol.sha256,
+        path=protocol.path,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _counts(rules: list[RuleResult]) -> dict[str, int]:
+    return {s.value: sum(1 for r in rules if r.status is s) for s in Status}
+
+
+def check_course(
+    course_files: CourseFiles, protocol: Protocol, arm: str | None = None, *, debug: bool = False
+) -> Report:
+    """Check one course against the protocol and return its report.
+
+    ``arm`` forces the arm instead of detecting it. Raises :class:`rtcheck.errors.InputError`
+    when a file of the course cannot be read at all; everything less drastic (a missing
+    structure set, an unusable dose) becomes not-evaluable rules in the report.
+    """
+    if arm is not None and arm not in protocol.arms:
+        raise InputError(None, f"unknown arm {arm!r}; the protocol's arms are {', '.join(protocol.arms)}")
+    course, integrity = load_course(course_files)
+    roles = match_roles(protocol, course.structure_set)
+    assignment = detect_arm(course, protocol, roles, arm)
+    arm_result = ArmResult(
+        arm=assignment.arm,
+        overridden=assignment.overridden,
+        evidence=assignment.evidence,
+        components={name: [part_name(p) for p in comp.parts] for name, comp in assignment.components.items()},
+    )
+    notes = []
+    if assignment.arm is None:
+        rules = [
+            RuleResult(
+                id="course.arm",
+                family="course",
+                description="The course matches an arm of the protocol",
+                status=Status.NOT_EVALUABLE,
+                unit="",
+                message="no arm of the protocol matches this course's fractionation; give --arm to force one",
+                evidence={"evidence": assignment.evidence},
+            )
+        ]
+    else:
+        ctx = CheckContext(course, protocol, assignment, roles, integrity)
+        rules = run_rules(ctx, debug=debug)
+    if course_files.missing:
+        notes.extend(course_files.missing)
+    return Report(
+        rtcheck_version=__version__,
+        created=_now(),
+        protocol=_protocol_ref(protocol),
+        patient_id=course.patient_id,
+        patient_name=course.patient_name,
+        course_key=course_files.key,
+        plans=[
+            PlanSummary(
+                label=p.label,
+                name=p.name,
+                sop_instance_uid=p.uid,
+                fraction_groups=[
+                    {
+                        "number": fg.number,
+                        "fractions_planned": fg.fractions_planned,
+                        "prescription_gy_per_fraction": fg.prescription.dose_per_fraction_gy
+                        if fg.prescription
+                        else None,
+                        "prescription_source": fg.prescription.source if fg.prescription else None,
+                    }
+                    for fg in p.fraction_groups
+                ],
+            )
+            for p in course.plans
+        ],
+        files=[
+            InputFile(
+                path=str(f.path),
+                modality=f.modality,
+                sop_class_uid=f.sop_class_uid,
+                sop_instance_uid=f.sop_instance_uid,
+                sha256=f.sha256,
+            )
+            for f in course.files
+        ],
+        arm=arm_result,
+        verdict=worst([r.status for r in rules]),
+        counts=_counts(rules),
+        rules=rules,
+        integrity=integrity,
+        notes=notes,
+    )
+
+
+def incomplete_report(course_files: CourseFiles, protocol: Protocol) -> Report:
+    """The not-evaluable report of a course whose reference chain never became complete."""
+    missing = course_files.missing or ["the course is incomplete"]
+    rule = RuleResult(
+        id="course.complete",
+        family="course",
+        description="The course holds its plan(s), their structure set and their dose(s)",
+        status=Status.NOT_EVALUABLE,
+        unit="",
+        message="; ".join(missing),
+        files=[str(p) for p in course_files.files],
+    )
+    return Report(
+        rtcheck_version=__version__,
+        created=_now(),
+        protocol=_protocol_ref(protocol),
+        patient_id=course_files.patient_id,
+        patient_name=course_files.patient_name,
+        course_key=course_files.key,
+        files=[],
+        arm=ArmResult(arm=None, evidence=["not detected: the course is incomplete"]),
+        verdict=Status.NOT_EVALUABLE,
+        counts=_counts([rule]),
+        rules=[rule],
+        integrity=[IntegrityFinding(severity="error", file="", message=m) for m in missing],
+        notes=missing,
+    )
+
+
+def check_paths(
+    paths: Sequence[Path | str], protocol: Protocol | None = None, arm: str | None = None
+) -> list[Report]:
+    """Find every course below ``paths`` and check each (bundled protocol by default)."""
+    protocol = protocol or load_protocol()
+    courses = find_courses([Path(p) for p in paths])
+    if not courses:
+        raise InputError(None, f"no RTPLAN found in {', '.join(str(p) for p in paths)}")
+    return [check_course(c, protocol, arm) for c in courses]

@@ -1,0 +1,234 @@
+"""Course assembly: which RT objects belong together, decided by UID references alone.
+
+RTPLAN -> RTSTRUCT through ReferencedStructureSetSequence, RTDOSE -> RTPLAN through
+ReferencedRTPlanSequence. Plans of one patient that share a structure set form one course
+(an SFRT plan of 3 fractions and an LDRT plan of 5 are one course). File names and folder
+layout mean nothing: planning systems name exports as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .course import Course
+from .dicomio import (
+    Index,
+    IndexedFile,
+    UnreadableFile,
+    dose_header_from_dataset,
+    index_file,
+    index_paths,
+    plan_from_dataset,
+    read_dataset,
+    structure_set_from_dataset,
+)
+from .errors import InputError
+from .integrity import conformance, course_consistency, dose_sanity, plan_sanity, structure_sanity
+from .report import IntegrityFinding
+
+
+@dataclass
+class CourseFiles:
+    """The files of one course, found by indexing, and what its reference chain lacks."""
+
+    plans: list[IndexedFile]
+    structure_set: IndexedFile | None
+    doses: list[IndexedFile]
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """A stable identifier of the course: its plan UIDs, sorted."""
+        return "+".join(sorted(p.sop_instance_uid for p in self.plans))
+
+    @property
+    def patient_id(self) -> str:
+        return self.plans[0].patient_id if self.plans else ""
+
+    @property
+    def patient_name(self) -> str:
+        return self.plans[0].patient_name if self.plans else ""
+
+    @property
+    def plan_labels(self) -> list[str]:
+        return [p.plan_label or p.sop_instance_uid for p in self.plans]
+
+    @property
+    def plan_uids(self) -> list[str]:
+        return [p.sop_instance_uid for p in self.plans]
+
+    @property
+    def files(self) -> list[Path]:
+        out = [p.path for p in self.plans]
+        if self.structure_set is not None:
+            out.append(self.structure_set.path)
+        out.extend(d.path for d in self.doses)
+        return out
+
+    @property
+    def complete(self) -> bool:
+        """Plan, its structure set and a dose for every plan are all present."""
+        return not self.missing
+
+
+@dataclass
+class Assembly:
+    """Courses found below some paths, and what could not be placed in any course."""
+
+    courses: list[CourseFiles]
+    orphans: list[str]
+    unreadable: list[UnreadableFile]
+    skipped: int
+    not_dicom: int
+
+
+def assemble(index: Index) -> Assembly:
+    """Group indexed RT objects into courses by their UID references."""
+    plans = [f for f in index.files if f.modality == "RTPLAN"]
+    structure_sets = {f.sop_instance_uid: f for f in index.files if f.modality == "RTSTRUCT"}
+    doses = [f for f in index.files if f.modality == "RTDOSE"]
+    plans = _unique(plans)
+
+    groups: dict[tuple[str, str], list[IndexedFile]] = {}
+    for plan in plans:
+        # Plans without a structure-set reference cannot share one: each is its own course.
+        ss_key = plan.referenced_structure_set_uid or f"(none:{plan.sop_instance_uid})"
+        groups.setdefault((plan.patient_id, ss_key), []).append(plan)
+
+    plan_uids = {p.sop_instance_uid for p in plans}
+    courses = []
+    for (_, ss_uid), course_plans in sorted(groups.items(), key=lambda kv: _sort_key(kv[1])):
+        missing: list[str] = []
+        ss = structure_sets.get(ss_uid)
+        for plan in course_plans:
+            name = plan.plan_label or plan.sop_instance_uid
+            if not plan.referenced_structure_set_uid:
+                missing.append(f"{plan.path}: plan {name} references no structure set")
+            elif ss is None:
+                missing.append(
+                    f"{plan.path}: plan {name} references RTSTRUCT {plan.referenced_structure_set_uid},"
+                    " which is not among the files"
+                )
+        uids = {p.sop_instance_uid for p in course_plans}
+        course_doses = _unique([d for d in doses if uids.intersection(d.referenced_plan_uids)])
+        for plan in course_plans:
+            if not any(plan.sop_instance_uid in d.referenced_plan_uids for d in course_doses):
+                name = plan.plan_label or plan.sop_instance_uid
+                missing.append(f"{plan.path}: no RTDOSE among the files references plan {name}")
+        courses.append(CourseFiles(course_plans, ss, course_doses, missing))
+
+    orphans = []
+    for d in doses:
+        if not d.referenced_plan_uids:
+            orphans.append(f"{d.path}: RTDOSE references no plan (ReferencedRTPlanSequence)")
+        elif not plan_uids.intersection(d.referenced_plan_uids):
+            orphans.append(
+                f"{d.path}: RTDOSE references plan {', '.join(d.referenced_plan_uids)}, "
+                "which is not among the files"
+            )
+    used_ss = {c.structure_set.sop_instance_uid for c in courses if c.structure_set}
+    for uid, ss in structure_sets.items():
+        if uid not in used_ss:
+            orphans.append(f"{ss.path}: RTSTRUCT is not referenced by any plan among the files")
+    return Assembly(courses, orphans, index.unreadable, index.skipped, index.not_dicom)
+
+
+def _unique(files: list[IndexedFile]) -> list[IndexedFile]:
+    """One entry per SOP Instance UID (the same object exported twice is one object)."""
+    seen: dict[str, IndexedFile] = {}
+    for f in files:
+        seen.setdefault(f.sop_instance_uid, f)
+    return list(seen.values())
+
+
+def _sort_key(plans: list[IndexedFile]) -> tuple[str, str]:
+    return (plans[0].patient_id, min(str(p.path) for p in plans))
+
+
+def find_courses(paths: Sequence[Path]) -> list[CourseFiles]:
+    """Index ``paths`` (files and folders) and return the courses found, in a stable order.
+
+    A plan file given on its own brings its siblings: its folder is indexed too, and only
+    the courses holding a plan that was named are returned.
+    """
+    return discover(paths).courses
+
+
+def discover(paths: Sequence[Path]) -> Assembly:
+    """Like :func:`find_courses`, but also returns what could not be assembled."""
+    paths = [Path(p) for p in paths]
+    named_files = [p for p in paths if p.is_file()]
+    folders = [p for p in paths if p.is_dir()]
+    index = index_paths(paths)
+    named_plan_uids = {
+        f.sop_instance_uid for f in index.files if f.modality == "RTPLAN" and f.path in set(named_files)
+    }
+    if named_plan_uids:
+        sibling_dirs = sorted({p.parent for p in named_files} - set(folders))
+        known = {f.path for f in index.files}
+        for entry in _index_siblings(sibling_dirs, known):
+            index.files.append(entry)
+    assembly = assemble(index)
+    if named_plan_uids and not folders:
+        assembly.courses = [c for c in assembly.courses if named_plan_uids.intersection(c.plan_uids)]
+        assembly.orphans = []
+    return assembly
+
+
+def _index_siblings(folders: list[Path], known: set[Path]) -> list[IndexedFile]:
+    """RT objects directly inside ``folders`` (not recursive), except those already indexed.
+
+    Siblings are a convenience, not an input: one that cannot be read is passed over.
+    """
+    found = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path in known or not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                entry = index_file(path)
+            except InputError:
+                continue
+            if entry.modality != "OTHER":
+                found.append(entry)
+    return found
+
+
+def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:
+    """Read the course's RT objects (dose pixels excepted) into the course model.
+
+    Each dataset is checked for integrity right after it is read, while it is at hand, so
+    the course model itself never needs to hold on to pydicom datasets.
+    """
+    if not files.plans:
+        raise InputError(None, "a course needs at least one RTPLAN")
+    findings: list[IntegrityFinding] = []
+    plans = []
+    for f in files.plans:
+        ds = read_dataset(f.path)
+        findings += conformance(f.path, ds) + plan_sanity(f.path, ds)
+        plans.append(plan_from_dataset(f.path, ds))
+    structure_set = None
+    if files.structure_set is not None:
+        path = files.structure_set.path
+        ds = read_dataset(path)
+        structure_set = structure_set_from_dataset(path, ds)
+        findings += conformance(path, ds) + structure_sanity(path, ds, structure_set)
+    doses = []
+    for f in files.doses:
+        ds = read_dataset(f.path, defer_large_values=True)
+        findings += conformance(f.path, ds) + dose_sanity(f.path, ds)
+        doses.append(dose_header_from_dataset(f.path, ds))
+    course = Course(
+        patient_id=plans[0].patient_id,
+        patient_name=plans[0].patient_name,
+        plans=plans,
+        structure_set=structure_set,
+        doses=doses,
+    )
+    for problem in files.missing:
+        findings.append(IntegrityFinding(severity="error", file="", message=problem))
+    findings += course_consistency(course)
+    return course, findings

@@ -1,0 +1,213 @@
+"""The ``rtcheck`` command.
+
+``rtcheck PATH...`` checks every course found below the paths (``check`` is the default
+subcommand); ``rtcheck serve`` runs the DICOM node; ``rtcheck example DIR`` writes the
+bundled synthetic example course; ``rtcheck protocol FILE`` validates a protocol.
+Exit codes are those of :class:`rtcheck.errors.ExitCode` (documented in the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+
+from . import __version__
+from .errors import ExitCode, InputError, RtcheckError
+from .report import Status
+
+SUBCOMMANDS = ("check", "serve", "example", "protocol")
+
+_STATUS_EXIT = {
+    Status.PER_PROTOCOL: ExitCode.PER_PROTOCOL,
+    Status.ACCEPTABLE_VARIATION: ExitCode.ACCEPTABLE_VARIATION,
+    Status.UNACCEPTABLE_DEVIATION: ExitCode.UNACCEPTABLE_DEVIATION,
+    Status.NOT_EVALUABLE: ExitCode.NOT_EVALUABLE,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on a usage error, which would read as 'unacceptable deviation'."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rtcheck", description="Check radiotherapy plans (DICOM-RT) against a trial protocol."
+    )
+    parser.add_argument("--version", action="version", version=f"rtcheck {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    check = sub.add_parser("check", help="check the courses found in files/folders (the default command)")
+    check.add_argument(
+        "paths", nargs="+", type=Path, help="RTPLAN files and/or folders (searched recursively)"
+    )
+    check.add_argument("--protocol", type=Path, help="protocol YAML (default: the bundled trial protocol)")
+    check.add_argument("--arm", help="judge the course as this arm instead of detecting it")
+    check.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    check.add_argument("-o", "--output", type=Path, help="write the report here instead of standard output")
+    check.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the one-line verdict per course"
+    )
+    check.add_argument("--no-color", action="store_true", help="plain text without colour")
+    check.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+
+    example = sub.add_parser("example", help="write the synthetic example course (DICOM-RT) into a folder")
+    example.add_argument("folder", type=Path)
+    example.add_argument("--variant", default="compliant", help="which variant of the phantom course")
+    example.add_argument("--list", action="store_true", help="list the variants and exit")
+
+    proto = sub.add_parser("protocol", help="validate a protocol YAML and list its rules")
+    proto.add_argument("file", type=Path, nargs="?", help="protocol YAML (default: the bundled one)")
+
+    serve = sub.add_parser("serve", help="run the DICOM node that checks every plan it receives")
+    from .scp import add_serve_arguments
+
+    add_serve_arguments(serve)
+    return parser
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """Make ``check`` the default subcommand: ``rtcheck plan.dcm`` is ``rtcheck check plan.dcm``."""
+    args = list(argv)
+    if args and args[0] not in SUBCOMMANDS and args[0] not in ("-h", "--help", "--version"):
+        args.insert(0, "check")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = _normalise(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not args_list:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE_ERROR
+    args = parser.parse_args(args_list)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "check":
+            return _check(args)
+        if args.command == "example":
+            return _example(args)
+        if args.command == "protocol":
+            return _protocol(args)
+        if args.command == "serve":
+            from .scp import run_serve
+
+            return run_serve(args)
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE_ERROR
+    except RtcheckError as exc:
+        if debug:
+            raise
+        print(f"rtcheck: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"rtcheck: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return ExitCode.INTERNAL_ERROR
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .api import check_course
+    from .assembly import discover
+    from .protocol import load_protocol
+    from .render import print_report, render_json, summary_line
+
+    protocol = load_protocol(args.protocol)
+    if args.arm is not None and args.arm not in protocol.arms:
+        raise InputError(
+            None, f"unknown arm {args.arm!r}; the protocol's arms are {', '.join(protocol.arms)}"
+        )
+    found = discover(args.paths)
+    for problem in found.unreadable:
+        print(f"rtcheck: warning: {problem.path}: {problem.problem}", file=sys.stderr)
+    for orphan in found.orphans:
+        print(f"rtcheck: warning: {orphan}", file=sys.stderr)
+    if not found.courses:
+        if found.orphans:
+            raise InputError(None, found.orphans[0])
+        if found.unreadable:
+            first = found.unreadable[0]
+            raise InputError(first.path, first.problem)
+        where = ", ".join(str(p) for p in args.paths)
+        raise InputError(None, f"no RTPLAN found in {where} ({found.skipped} other DICOM file(s) skipped)")
+    for course in found.courses:
+        for problem in course.missing:
+            print(f"rtcheck: warning: {problem}", file=sys.stderr)
+    reports = [check_course(c, protocol, args.arm, debug=args.debug) for c in found.courses]
+    worst_code = max(_STATUS_EXIT[r.verdict] for r in reports)
+    out_file = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.format == "json":
+            payload = {
+                "schema_version": reports[0].schema_version,
+                "exit_code": int(worst_code),
+                "reports": [json.loads(render_json(r)) for r in reports],
+            }
+            json.dump(payload, out_file, indent=2)
+            out_file.write("\n")
+        elif args.quiet:
+            for r in reports:
+                print(summary_line(r), file=out_file)
+        else:
+            console = Console(
+                file=out_file,
+                no_color=args.no_color or args.output is not None,
+                highlight=False,
+                width=None if args.output is None else 120,
+            )
+            for r in reports:
+                print_report(r, console)
+                console.print()
+    finally:
+        if args.output:
+            out_file.close()
+    return worst_code
+
+
+def _example(args: argparse.Namespace) -> int:
+    from .phantom import VARIANTS, write_course
+
+    if args.list:
+        for name, make in VARIANTS.items():
+            doc = (make.__doc__ or "").strip().splitlines()
+            print(f"{name:32s} {doc[0] if doc else ''}")
+        return ExitCode.PER_PROTOCOL
+    if args.variant not in VARIANTS:
+        raise InputError(None, f"unknown variant {args.variant!r}; see 'rtcheck example --list x'")
+    files = write_course(args.folder, args.variant)
+    print(f"wrote {len(files)} files of the {args.variant!r} example course to {args.folder}")
+    return ExitCode.PER_PROTOCOL
+
+
+def _protocol(args: argparse.Namespace) -> int:
+    from .protocol import load_protocol
+
+    protocol = load_protocol(args.file)
+    info = protocol.protocol
+    print(f"{info.name} v{info.version}: {len(protocol.rules)} rules, arms {', '.join(protocol.arms)}")
+    for rule in protocol.rules:
+        arms = ",".join(rule.arms) or "all"
+        pp = rule.per_protocol.text(rule.unit.value) if rule.per_protocol else "reported"
+        print(f"  {rule.id:28s} [{arms}] {pp}  ({rule.check})")
+    return ExitCode.PER_PROTOCOL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

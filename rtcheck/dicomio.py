@@ -1,0 +1,519 @@
+"""Reading DICOM files: a header-only index of what is there, and full readers for RT objects.
+
+A planning-system export folder holds a few RT objects among hundreds of image slices, so
+indexing reads as little as it can: the file meta of every file (enough to recognise and
+skip an image), and only the top-level header tags course assembly needs for RT objects.
+Full reads happen later, for the files of one course, and turn datasets into the course
+model of :mod:`rtcheck.course`. Contour coordinates are parsed from the raw element bytes
+with numpy, because letting pydicom build one DS object per coordinate is the slow part
+of loading a structure set (tooling.md: ~1 s per 600 k coordinates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from .course import (
+    BeamDose,
+    Contour,
+    DoseFile,
+    DoseReference,
+    FractionGroup,
+    Plan,
+    Prescription,
+    Roi,
+    SourceFile,
+    StructureSet,
+)
+from .errors import InputError
+
+#: SOP classes rtcheck assembles, by the modality they stand for.
+RT_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",  # RT Plan Storage
+    "1.2.840.10008.5.1.4.1.1.481.8": "RTPLAN",  # RT Ion Plan Storage
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",  # RT Structure Set Storage
+    "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",  # RT Dose Storage
+}
+
+#: Top-level tags course assembly needs; everything else is skipped when indexing.
+_INDEX_TAGS = [
+    Tag(k)
+    for k in (
+        "SpecificCharacterSet",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "Modality",
+        "PatientID",
+        "PatientName",
+        "StudyInstanceUID",
+        "FrameOfReferenceUID",
+        "RTPlanLabel",
+        "ReferencedStructureSetSequence",
+        "ReferencedRTPlanSequence",
+        "DoseSummationType",
+    )
+]
+
+_CONTOUR_DATA = Tag("ContourData")
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """What indexing learnt about one DICOM file from its header."""
+
+    path: Path
+    modality: str  # RTPLAN, RTSTRUCT, RTDOSE, or OTHER for anything rtcheck does not assemble
+    sop_class_uid: str
+    sop_instance_uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    study_instance_uid: str = ""
+    frame_of_reference_uid: str = ""
+    plan_label: str = ""
+    referenced_structure_set_uid: str = ""
+    referenced_plan_uids: tuple[str, ...] = ()
+    summation_type: str = ""
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A file that could not be indexed, and why (one line, for people)."""
+
+    path: Path
+    problem: str
+
+
+@dataclass
+class Index:
+    """The outcome of indexing: RT objects, how many other DICOM files were skipped, and failures."""
+
+    files: list[IndexedFile] = field(default_factory=list)
+    unreadable: list[UnreadableFile] = field(default_factory=list)
+    skipped: int = 0
+    not_dicom: int = 0
+
+
+def iter_candidate_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
+    """Yield ``(file, explicit)`` for each file given or found below a given folder.
+
+    ``explicit`` is True for files named on the command line, whose problems are errors;
+    files found in folders that are not DICOM are skipped silently (exports hold notes,
+    thumbnails, DICOMDIRs). Hidden files and folders are ignored; order is deterministic.
+    """
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(root) / name, False
+        elif path.exists():
+            yield path, True
+        else:
+            raise InputError(path, "no such file or folder")
+
+
+def index_paths(paths: Iterable[Path]) -> Index:
+    """Index the DICOM files below ``paths`` header-only.
+
+    Raises :class:`InputError` only for a path that does not exist or for an explicitly
+    named file that is not DICOM; everything else is recorded in the index.
+    """
+    index = Index()
+    for path, explicit in iter_candidate_files(paths):
+        try:
+            entry = index_file(path)
+        except InputError as exc:
+            if explicit:
+                raise
+            if exc.problem == _NOT_DICOM:
+                index.not_dicom += 1
+            else:
+                index.unreadable.append(UnreadableFile(path, exc.problem))
+            continue
+        if entry.modality == "OTHER":
+            index.skipped += 1
+        else:
+            index.files.append(entry)
+    return index
+
+
+_NOT_DICOM = "not a DICOM file (no DICM preamble and no readable DICOM header)"
+
+
+def index_file(path: Path) -> IndexedFile:
+    """Index one file: file meta first, the RT header only when the SOP class is an RT one."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+        sop_class = str(meta.get("MediaStorageSOPClassUID", ""))
+        sop_uid = str(meta.get("MediaStorageSOPInstanceUID", ""))
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, AttributeError):
+        meta = None
+        sop_class = sop_uid = ""
+    if meta is not None and sop_class and sop_class not in RT_SOP_CLASSES:
+        return IndexedFile(path, "OTHER", sop_class, sop_uid)
+    try:
+        ds = pydicom.dcmread(path, force=meta is None, specific_tags=_INDEX_TAGS)
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise InputError(path, f"cannot read DICOM header ({_short(exc)})") from exc
+    sop_class = str(ds.get("SOPClassUID", sop_class))
+    if not sop_class:
+        raise InputError(path, _NOT_DICOM)
+    modality = RT_SOP_CLASSES.get(sop_class, "OTHER")
+    sop_uid = str(ds.get("SOPInstanceUID", sop_uid))
+    if modality == "OTHER":
+        return IndexedFile(path, "OTHER", sop_class, sop_uid)
+    if not sop_uid:
+        raise InputError(path, "SOPInstanceUID (0008,0018) is missing")
+    return IndexedFile(
+        path=path,
+        modality=modality,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_uid,
+        patient_id=str(ds.get("PatientID", "") or ""),
+        patient_name=str(ds.get("PatientName", "") or ""),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        plan_label=str(ds.get("RTPlanLabel", "") or ""),
+        referenced_structure_set_uid=_first_ref(ds, "ReferencedStructureSetSequence"),
+        referenced_plan_uids=tuple(
+            str(item.get("ReferencedSOPInstanceUID", ""))
+            for item in ds.get("ReferencedRTPlanSequence", [])
+            if item.get("ReferencedSOPInstanceUID")
+        ),
+        summation_type=str(ds.get("DoseSummationType", "") or ""),
+    )
+
+
+def _first_ref(ds: Dataset, keyword: str) -> str:
+    seq = ds.get(keyword)
+    if not seq:
+        return ""
+    return str(seq[0].get("ReferencedSOPInstanceUID", "") or "")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file's bytes: how reports and audits identify exactly what was checked."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_dataset(path: Path, *, defer_large_values: bool = False) -> Dataset:
+    """Read a whole dataset, turning every failure into a one-line :class:`InputError`.
+
+    pydicom returns a shortened dataset, without complaint, for a file cut inside a
+    sequence, so truncation is checked here explicitly (:func:`check_not_truncated`).
+    ``defer_large_values`` leaves values over 4 KB (dose pixels) on disk: the header of a
+    dose can then be checked without reading its voxels.
+    """
+    try:
+        ds = pydicom.dcmread(path, force=True, defer_size="4 KB" if defer_large_values else None)
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise InputError(path, f"truncated or corrupt DICOM ({_short(exc)})") from exc
+    if "SOPClassUID" not in ds:
+        raise InputError(path, _NOT_DICOM)
+    check_not_truncated(path, ds)
+    return ds
+
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def check_not_truncated(path: Path, ds: Dataset) -> None:
+    """Raise :class:`InputError` when the file ends before its last element does.
+
+    Truncation always shows at the end of the file, so the last top-level element is
+    enough: with a defined length it must end within the file; with an undefined length
+    (a sequence) the file must end with its sequence delimitation item.
+    """
+    tags = sorted(ds.keys())
+    if not tags:
+        raise InputError(path, "truncated or corrupt DICOM (no data elements)")
+    raw = ds.get_item(tags[-1])
+    tell = getattr(raw, "value_tell", None)
+    length = getattr(raw, "length", None)
+    if tell is None or length is None:
+        return  # already converted: nothing left to compare against the file
+    size = path.stat().st_size
+    if length == _UNDEFINED_LENGTH:
+        with path.open("rb") as fh:
+            fh.seek(max(0, size - 8))
+            ends_well = fh.read(8) == _SEQUENCE_DELIMITER
+    else:
+        ends_well = tell + length <= size
+    if not ends_well:
+        raise InputError(
+            path,
+            f"truncated DICOM file: element {tags[-1]} ends after the end of the file ({size} bytes)",
+        )
+
+
+def source_file(path: Path, ds: Dataset, modality: str) -> SourceFile:
+    return SourceFile(
+        path=path,
+        modality=modality,
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        sha256=sha256_of(path),
+    )
+
+
+def _float_or_none(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def plan_from_dataset(path: Path, ds: Dataset) -> Plan:
+    """Build the course model of an RT (Ion) Plan, with each fraction group's prescription."""
+    dose_refs = tuple(
+        DoseReference(
+            number=_int_or_none(item.get("DoseReferenceNumber")) or 0,
+            structure_type=str(item.get("DoseReferenceStructureType", "") or "") or None,
+            dose_reference_type=str(item.get("DoseReferenceType", "") or "") or None,
+            description=str(item.get("DoseReferenceDescription", "") or ""),
+            referenced_roi_number=_int_or_none(item.get("ReferencedROINumber")),
+            target_prescription_dose_gy=_float_or_none(item.get("TargetPrescriptionDose")),
+            delivery_maximum_dose_gy=_float_or_none(item.get("DeliveryMaximumDose")),
+        )
+        for item in ds.get("DoseReferenceSequence", [])
+    )
+    groups = []
+    fg_seq = ds.get("FractionGroupSequence", [])
+    for fg in fg_seq:
+        ref_numbers = []
+        ref_target_total = None
+        for ref in fg.get("ReferencedDoseReferenceSequence", []):
+            number = _int_or_none(ref.get("ReferencedDoseReferenceNumber"))
+            if number is not None:
+                ref_numbers.append(number)
+            dose = _float_or_none(ref.get("TargetPrescriptionDose"))
+            if dose is not None:
+                ref_target_total = max(dose, ref_target_total or 0.0)
+        beam_doses = tuple(
+            BeamDose(
+                beam_number=_int_or_none(b.get("ReferencedBeamNumber")) or 0,
+                dose_gy=_float_or_none(b.get("BeamDose")),
+                meaning=str(b.get("BeamDoseMeaning", "") or "") or None,
+            )
+            for b in fg.get("ReferencedBeamSequence", [])
+        )
+        group = FractionGroup(
+            number=_int_or_none(fg.get("FractionGroupNumber")) or 0,
+            fractions_planned=_int_or_none(fg.get("NumberOfFractionsPlanned")),
+            beam_doses=beam_doses,
+            referenced_dose_reference_numbers=tuple(ref_numbers),
+            referenced_target_prescription_gy=ref_target_total,
+        )
+        group.prescription = resolve_prescription(group, dose_refs, single_group=len(fg_seq) == 1)
+        groups.append(group)
+    ref_ss = _first_ref(ds, "ReferencedStructureSetSequence")
+    return Plan(
+        source=source_file(path, ds, "RTPLAN"),
+        label=str(ds.get("RTPlanLabel", "") or ""),
+        name=str(ds.get("RTPlanName", "") or ""),
+        description=str(ds.get("RTPlanDescription", "") or ""),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or "") or None,
+        referenced_structure_set_uid=ref_ss or None,
+        fraction_groups=tuple(groups),
+        dose_references=dose_refs,
+        patient_id=str(ds.get("PatientID", "") or ""),
+        patient_name=str(ds.get("PatientName", "") or ""),
+        study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
+    )
+
+
+def resolve_prescription(
+    group: FractionGroup, dose_refs: tuple[DoseReference, ...], *, single_group: bool
+) -> Prescription | None:
+    """The fraction group's prescribed dose per fraction, walking the fallback chain.
+
+    Real exports differ in where they put the prescription, so rtcheck looks, in order,
+    at (1) the TARGET items of the DoseReferenceSequence that this fraction group
+    references (all of them when the plan has a single fraction group), (2) the fraction
+    group's own ReferencedDoseReferenceSequence target dose, and (3) the sum of the beam
+    doses (BeamDose is per fraction). Target doses are totals over the fraction group's
+    fractions, as planning systems write them. Several targets: the highest prescription
+    is the group's (the others are lower-dose targets of the same group).
+    """
+    n = group.fractions_planned
+    if not n or n <= 0:
+        return None
+    wanted = set(group.referenced_dose_reference_numbers)
+    targets = [
+        r
+        for r in dose_refs
+        if r.target_prescription_dose_gy is not None
+        and (r.dose_reference_type in (None, "TARGET"))
+        and (r.number in wanted or (single_group and not wanted))
+    ]
+    if targets:
+        top = max(targets, key=lambda r: r.target_prescription_dose_gy or 0.0)
+        total = float(top.target_prescription_dose_gy or 0.0)
+        numbers = ", ".join(str(r.number) for r in targets)
+        return Prescription(
+            total / n,
+            total,
+            "dose_reference",
+            f"TargetPrescriptionDose {total:g} Gy of DoseReference {top.number}"
+            f" (highest of dose references {numbers}) / {n} fractions",
+        )
+    if group.referenced_target_prescription_gy is not None:
+        total = group.referenced_target_prescription_gy
+        return Prescription(
+            total / n,
+            total,
+            "fraction_group_dose_reference",
+            f"fraction group {group.number} ReferencedDoseReferenceSequence "
+            f"TargetPrescriptionDose {total:g} Gy / {n} fractions",
+        )
+    beam = [b.dose_gy for b in group.beam_doses if b.dose_gy is not None]
+    if beam:
+        per_fx = float(sum(beam))
+        return Prescription(
+            per_fx,
+            per_fx * n,
+            "beam_dose",
+            f"sum of {len(beam)} BeamDose values of fraction group {group.number}"
+            f" = {per_fx:g} Gy per fraction",
+        )
+    return None
+
+
+def contour_points(item: Dataset) -> np.ndarray:
+    """ContourData of one contour item as an (N, 3) float64 array, parsed with numpy.
+
+    Raises ValueError when the value count is not a multiple of three.
+    """
+    raw = item.get_item(_CONTOUR_DATA)
+    if raw is None:
+        return np.empty((0, 3))
+    value = raw.value
+    if value is None:
+        return np.empty((0, 3))
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).strip(b" \x00")
+        if not text:
+            return np.empty((0, 3))
+        flat = np.array(text.split(b"\\"), dtype=np.float64)
+    else:  # already converted by pydicom (e.g. a dataset built in memory)
+        flat = np.asarray(value if isinstance(value, list | tuple) else [value], dtype=np.float64)
+    if flat.size % 3:
+        raise ValueError(f"ContourData holds {flat.size} values, not a multiple of 3")
+    return flat.reshape(-1, 3)
+
+
+def structure_set_from_dataset(path: Path, ds: Dataset) -> StructureSet:
+    """Build the course model of an RT Structure Set (contours as numpy arrays)."""
+    names: dict[int, tuple[str, str | None]] = {}
+    for item in ds.get("StructureSetROISequence", []):
+        number = _int_or_none(item.get("ROINumber"))
+        if number is not None:
+            names[number] = (
+                str(item.get("ROIName", "") or ""),
+                str(item.get("ReferencedFrameOfReferenceUID", "") or "") or None,
+            )
+    interpreted: dict[int, str | None] = {}
+    for item in ds.get("RTROIObservationsSequence", []):
+        number = _int_or_none(item.get("ReferencedROINumber"))
+        if number is not None:
+            interpreted[number] = str(item.get("RTROIInterpretedType", "") or "").strip() or None
+    contours: dict[int, list[Contour]] = {}
+    for item in ds.get("ROIContourSequence", []):
+        number = _int_or_none(item.get("ReferencedROINumber"))
+        if number is None:
+            continue
+        out = contours.setdefault(number, [])
+        for c in item.get("ContourSequence", []):
+            try:
+                pts = contour_points(c)
+            except ValueError as exc:
+                raise InputError(path, f"ROI {number}: {exc}") from exc
+            out.append(Contour(str(c.get("ContourGeometricType", "") or ""), pts))
+    rois = {
+        number: Roi(
+            number=number,
+            name=name,
+            interpreted_type=interpreted.get(number),
+            contours=tuple(contours.get(number, ())),
+            frame_of_reference_uid=for_uid,
+        )
+        for number, (name, for_uid) in names.items()
+    }
+    for_uids = [
+        str(item.get("FrameOfReferenceUID", ""))
+        for item in ds.get("ReferencedFrameOfReferenceSequence", [])
+        if item.get("FrameOfReferenceUID")
+    ]
+    return StructureSet(
+        source=source_file(path, ds, "RTSTRUCT"),
+        frame_of_reference_uid=for_uids[0] if for_uids else None,
+        rois=rois,
+        label=str(ds.get("StructureSetLabel", "") or ""),
+    )
+
+
+def dose_header_from_dataset(path: Path, ds: Dataset) -> DoseFile:
+    """Build the header-only course model of an RT Dose object."""
+    plan_uids: list[str] = []
+    groups: list[int] = []
+    beams: list[int] = []
+    for ref in ds.get("ReferencedRTPlanSequence", []):
+        uid = str(ref.get("ReferencedSOPInstanceUID", "") or "")
+        if uid:
+            plan_uids.append(uid)
+        for fg in ref.get("ReferencedFractionGroupSequence", []):
+            number = _int_or_none(fg.get("ReferencedFractionGroupNumber"))
+            if number is not None:
+                groups.append(number)
+            for beam in fg.get("ReferencedBeamSequence", []):
+                b = _int_or_none(beam.get("ReferencedBeamNumber"))
+                if b is not None:
+                    beams.append(b)
+    return DoseFile(
+        source=source_file(path, ds, "RTDOSE"),
+        summation_type=str(ds.get("DoseSummationType", "") or "") or None,
+        units=str(ds.get("DoseUnits", "") or "") or None,
+        dose_type=str(ds.get("DoseType", "") or "") or None,
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or "") or None,
+        referenced_plan_uids=tuple(plan_uids),
+        referenced_fraction_group_numbers=tuple(groups),
+        referenced_beam_numbers=tuple(beams),
+    )
+
+
+def is_uid(value: str) -> bool:
+    """True for a syntactically valid DICOM UID."""
+    return bool(value) and UID(value).is_valid

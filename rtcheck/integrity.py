@@ -1,0 +1,330 @@
+"""DICOM-RT integrity: is what rtcheck reads there, consistent and sane?
+
+Two layers, both before any protocol rule:
+
+* Conformance: Type 1 and Type 2 attributes of the IOD's modules, taken from the tables of
+  the DICOM standard that highdicom generates and ships (so they work offline, on a
+  hospital machine without internet, and are never typed by hand). Mandatory modules are
+  always checked; user/conditional modules when their top-level attributes are present;
+  nested sequences whenever they are present.
+* RT sanity of what rtcheck uses: dose units, type, summation, scaling, grid offsets,
+  fraction numbers, contour geometry, and references between the objects of a course.
+
+A finding is an ``error`` when it touches an attribute rtcheck relies on (the rules that
+need it become not evaluable) and a ``warning`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset
+
+from .course import Course, StructureSet
+from .report import IntegrityFinding
+
+#: Attributes rtcheck reads: a conformance problem with one of these is an error.
+USED_KEYWORDS = frozenset(
+    {
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "PatientID",
+        "FrameOfReferenceUID",
+        "FractionGroupSequence",
+        "FractionGroupNumber",
+        "NumberOfFractionsPlanned",
+        "ReferencedStructureSetSequence",
+        "ReferencedSOPInstanceUID",
+        "StructureSetROISequence",
+        "ROINumber",
+        "ROIName",
+        "ROIContourSequence",
+        "ReferencedROINumber",
+        "ContourSequence",
+        "ContourGeometricType",
+        "NumberOfContourPoints",
+        "ContourData",
+        "RTROIObservationsSequence",
+        "DoseUnits",
+        "DoseType",
+        "DoseSummationType",
+        "DoseGridScaling",
+        "GridFrameOffsetVector",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "Rows",
+        "Columns",
+        "NumberOfFrames",
+        "ReferencedRTPlanSequence",
+        "ReferencedFractionGroupSequence",
+        "ReferencedFractionGroupNumber",
+    }
+)
+
+_IOD_BY_SOP_CLASS = {
+    "1.2.840.10008.5.1.4.1.1.481.5": "rt-plan",
+    "1.2.840.10008.5.1.4.1.1.481.8": "rt-ion-plan",
+    "1.2.840.10008.5.1.4.1.1.481.3": "rt-structure-set",
+    "1.2.840.10008.5.1.4.1.1.481.2": "rt-dose",
+}
+
+DOSE_UNITS = {"GY", "RELATIVE"}
+DOSE_TYPES = {"PHYSICAL", "EFFECTIVE", "ERROR"}
+SUMMATION_TYPES = {
+    "PLAN",
+    "MULTI_PLAN",
+    "PLAN_OVERVIEW",
+    "FRACTION",
+    "BEAM",
+    "BRACHY",
+    "FRACTION_SESSION",
+    "BEAM_SESSION",
+    "BRACHY_SESSION",
+    "CONTROL_POINT",
+    "RECORD",
+}
+GEOMETRIC_TYPES = {"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR", "CLOSED_PLANAR", "CLOSEDPLANAR_XOR"}
+_PLANAR_TOLERANCE_MM = 0.01
+
+
+@cache
+def _standard_table(name: str) -> Any:
+    data = (resources.files("highdicom") / "_standard" / name).read_text(encoding="utf-8")
+    return json.loads(data)
+
+
+def _tag_text(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else ""
+
+
+class _Findings:
+    """Collects findings of one file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.items: list[IntegrityFinding] = []
+
+    def add(self, keyword: str, message: str, *, error: bool | None = None) -> None:
+        severity = "error" if (error if error is not None else keyword in USED_KEYWORDS) else "warning"
+        self.items.append(
+            IntegrityFinding(
+                severity=severity, file=self.path, keyword=keyword, tag=_tag_text(keyword), message=message
+            )
+        )
+
+
+def conformance(path: Path, ds: Dataset) -> list[IntegrityFinding]:
+    """Type 1/2 presence (and Type 1 non-emptiness) per the standard's module tables."""
+    out = _Findings(path)
+    iod = _IOD_BY_SOP_CLASS.get(str(ds.get("SOPClassUID", "")))
+    if iod is None:
+        return []
+    modules = _standard_table("iod_module_map.json")[iod]
+    attributes = _standard_table("module_attribute_map.json")
+    for module in modules:
+        attrs = attributes.get(module["key"], [])
+        top_level = [a for a in attrs if not a["path"] and a["type"] in ("1", "2")]
+        present = module["usage"] == "M" or any(a["keyword"] in ds for a in top_level if a["type"] == "1")
+        if not present:
+            continue
+        _check_level(ds, attrs, [], module["key"], out)
+    return out.items
+
+
+def _check_level(
+    ds: Dataset, attrs: list[dict[str, Any]], path: list[str], module: str, out: _Findings
+) -> None:
+    where = " > ".join(path)
+    for attr in attrs:
+        if attr["path"] != path:
+            continue
+        kw, typ = attr["keyword"], attr["type"]
+        if kw not in ds:
+            if typ in ("1", "2") and not kw.startswith("Pixel"):  # pixels are deferred, not absent
+                inside = f" in {where}" if where else ""
+                out.add(kw, f"Type {typ} attribute {kw} is missing{inside} (module {module})")
+            continue
+        # get_item returns the raw element: converting values (e.g. every ContourData
+        # coordinate into a DS object) only to see whether they are empty costs seconds.
+        raw = ds.get_item(kw)
+        is_sequence = dictionary_VR(kw) == "SQ"
+        if typ == "1" and _is_empty(ds, kw, raw, is_sequence):
+            out.add(kw, f"Type 1 attribute {kw} is empty (module {module})")
+        if is_sequence:
+            for item in ds[kw].value or []:
+                _check_level(item, attrs, [*path, kw], module, out)
+
+
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+
+
+def _is_empty(ds: Dataset, kw: str, raw: Any, is_sequence: bool) -> bool:
+    if is_sequence:
+        return not ds[kw].value
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        # Text values are padded with spaces (UIDs with NUL); binary ones only empty if zero-length.
+        return not value.strip(b" \x00") if dictionary_VR(kw) in _TEXT_VRS else not value
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None
+
+
+def plan_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
+    out = _Findings(path)
+    groups = ds.get("FractionGroupSequence")
+    if not groups:
+        out.add(
+            "FractionGroupSequence", "plan has no fraction group: fractionation cannot be read", error=True
+        )
+        return out.items
+    numbers = []
+    for fg in groups:
+        number = fg.get("FractionGroupNumber")
+        numbers.append(number)
+        n = fg.get("NumberOfFractionsPlanned")
+        if n in (None, "") or int(n) <= 0:
+            out.add("NumberOfFractionsPlanned", f"fraction group {number}: NumberOfFractionsPlanned is {n!r}")
+    if len(set(numbers)) != len(numbers):
+        out.add("FractionGroupNumber", f"fraction group numbers are not unique: {numbers}")
+    if not ds.get("ReferencedStructureSetSequence"):
+        out.add("ReferencedStructureSetSequence", "plan references no structure set")
+    return out.items
+
+
+def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[IntegrityFinding]:
+    out = _Findings(path)
+    for roi in ss.rois.values():
+        for i, contour in enumerate(roi.contours):
+            gt = contour.geometric_type
+            label = f"ROI {roi.name!r} contour {i + 1}"
+            if gt not in GEOMETRIC_TYPES:
+                out.add("ContourGeometricType", f"{label}: unknown ContourGeometricType {gt!r}")
+                continue
+            pts = contour.points
+            if gt in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR") and len(pts) < 3:
+                out.add(
+                    "ContourData", f"{label}: closed contour with {len(pts)} point(s) (at least 3 needed)"
+                )
+            if (
+                gt != "POINT"
+                and gt != "OPEN_NONPLANAR"
+                and len(pts)
+                and np.ptp(pts[:, 2]) > _PLANAR_TOLERANCE_MM
+            ):
+                out.add(
+                    "ContourData",
+                    f"{label}: planar contour spans z {pts[:, 2].min():g}..{pts[:, 2].max():g} mm",
+                )
+    for item in ds.get("ROIContourSequence", []):
+        for c in item.get("ContourSequence", []):
+            declared = c.get("NumberOfContourPoints")
+            raw = c.get_item("ContourData")
+            if declared is None or raw is None:
+                continue
+            value = raw.value
+            count = value.count(b"\\") + 1 if isinstance(value, bytes) else len(c.ContourData)
+            if count != 3 * int(declared):
+                out.add(
+                    "NumberOfContourPoints",
+                    f"ROI {item.get('ReferencedROINumber')}: NumberOfContourPoints {declared}"
+                    f" but ContourData holds {count} values",
+                )
+    known = set(ss.rois)
+    for item in ds.get("RTROIObservationsSequence", []):
+        ref = item.get("ReferencedROINumber")
+        if ref is not None and int(ref) not in known:
+            out.add("ReferencedROINumber", f"RT ROI observation references unknown ROI number {ref}")
+    for item in ds.get("ROIContourSequence", []):
+        ref = item.get("ReferencedROINumber")
+        if ref is not None and int(ref) not in known:
+            out.add("ReferencedROINumber", f"ROI contour references unknown ROI number {ref}")
+    return out.items
+
+
+def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
+    out = _Findings(path)
+    units = str(ds.get("DoseUnits", "") or "")
+    if units not in DOSE_UNITS:
+        out.add("DoseUnits", f"DoseUnits {units!r} is not GY or RELATIVE")
+    elif units == "RELATIVE":
+        out.add("DoseUnits", "DoseUnits RELATIVE: not an absolute dose, dose rules cannot use it")
+    dose_type = str(ds.get("DoseType", "") or "")
+    if dose_type not in DOSE_TYPES:
+        out.add("DoseType", f"DoseType {dose_type!r} is not one of {sorted(DOSE_TYPES)}")
+    elif dose_type == "ERROR":
+        out.add("DoseType", "DoseType ERROR: this grid is a dose difference, not a dose")
+    summation = str(ds.get("DoseSummationType", "") or "")
+    if summation not in SUMMATION_TYPES:
+        out.add("DoseSummationType", f"DoseSummationType {summation!r} is not a defined term")
+    scaling = ds.get("DoseGridScaling")
+    if "PixelData" in ds and (scaling in (None, "") or float(scaling) <= 0):
+        out.add("DoseGridScaling", f"DoseGridScaling is {scaling!r}: pixel values cannot be turned into dose")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    offsets = ds.get("GridFrameOffsetVector")
+    if frames > 1:
+        if offsets is None or len(offsets) != frames:
+            n = "absent" if offsets is None else f"{len(offsets)} values"
+            out.add("GridFrameOffsetVector", f"GridFrameOffsetVector is {n} for {frames} frames")
+        elif np.any(np.diff(np.asarray(offsets, dtype=float)) == 0) or not (
+            np.all(np.diff(np.asarray(offsets, dtype=float)) > 0)
+            or np.all(np.diff(np.asarray(offsets, dtype=float)) < 0)
+        ):
+            out.add("GridFrameOffsetVector", "GridFrameOffsetVector is not strictly monotonic")
+    if summation == "FRACTION" and not any(
+        ref.get("ReferencedFractionGroupSequence") for ref in ds.get("ReferencedRTPlanSequence", [])
+    ):
+        out.add(
+            "ReferencedFractionGroupSequence",
+            "DoseSummationType FRACTION without ReferencedFractionGroupSequence: which fraction group?",
+        )
+    if not ds.get("ReferencedRTPlanSequence") and summation not in ("", "RECORD"):
+        out.add("ReferencedRTPlanSequence", "dose references no plan")
+    return out.items
+
+
+def _error(path: Path, keyword: str, message: str) -> IntegrityFinding:
+    return IntegrityFinding(
+        severity="error", file=str(path), keyword=keyword, tag=_tag_text(keyword), message=message
+    )
+
+
+def course_consistency(course: Course) -> list[IntegrityFinding]:
+    """Cross-object checks: frames of reference, and references from plans into the structure set."""
+    items: list[IntegrityFinding] = []
+    ss = course.structure_set
+    if ss is None:
+        return items
+    ss_for = ss.frame_of_reference_uid
+    for dose in course.doses:
+        if ss_for and dose.frame_of_reference_uid and dose.frame_of_reference_uid != ss_for:
+            message = (
+                f"dose frame of reference {dose.frame_of_reference_uid} differs from the structure set's "
+                f"{ss_for}: dose and structures are not in the same coordinates"
+            )
+            items.append(_error(dose.source.path, "FrameOfReferenceUID", message))
+    for plan in course.plans:
+        if ss_for and plan.frame_of_reference_uid and plan.frame_of_reference_uid != ss_for:
+            message = (
+                f"plan frame of reference {plan.frame_of_reference_uid} differs from the structure set's"
+            )
+            message += f" {ss_for}"
+            items.append(_error(plan.source.path, "FrameOfReferenceUID", message))
+        for ref in plan.dose_references:
+            if ref.referenced_roi_number is not None and ref.referenced_roi_number not in ss.rois:
+                message = (
+                    f"dose reference {ref.number} targets ROI number {ref.referenced_roi_number}, "
+                    "which the structure set does not have"
+                )
+                items.append(_error(plan.source.path, "ReferencedROINumber", message))
+    return items

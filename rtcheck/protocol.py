@@ -1,0 +1,307 @@
+"""The protocol: a trial's rules as YAML, validated with pydantic.
+
+Rules live in YAML, never in code, so that another centre or trial can write its own
+protocol without touching Python. A protocol names structure *roles* (matched by ROI name
+patterns), *components* (the fractionation parts of a course, such as the 3-fraction SFRT
+peaks), *arms* (which components an arm is made of) and *rules*: each rule has a stable id,
+the check (a plug-in of :mod:`rtcheck.rules`) that measures it, explicit units, a
+per-protocol range, a wider acceptable-variation range and the source of its thresholds.
+
+A malformed protocol fails with the YAML path and line of the mistake, because the person
+who reads the error is a physicist editing that file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ProtocolError
+from .units import Unit
+
+
+class _Strict(BaseModel):
+    """Unknown keys are mistakes (a misspelt ``per_protcol`` must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """A closed interval; either bound may be open-ended."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if self.min is None and self.max is None:
+            raise ValueError("give at least one of min and max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+    def contains(self, value: float) -> bool:
+        # A relative tolerance of 1e-9 keeps 30 Gy / 3 fractions inside a 10 Gy bound.
+        tol = 1e-9 * max(1.0, abs(value))
+        if self.min is not None and value < self.min - tol:
+            return False
+        return not (self.max is not None and value > self.max + tol)
+
+    def text(self, unit: str = "") -> str:
+        u = f" {unit}" if unit else ""
+        if self.min is not None and self.max is not None:
+            if self.min == self.max:
+                return f"= {self.min:g}{u}"
+            return f"{self.min:g}–{self.max:g}{u}"
+        if self.min is not None:
+            return f">= {self.min:g}{u}"
+        return f"<= {self.max:g}{u}"
+
+
+class ProtocolInfo(_Strict):
+    name: str
+    version: str
+    description: str = ""
+    references: list[str] = Field(default_factory=list)
+
+
+def _compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``re:...`` is a regular expression; anything else a shell-style glob. Both ignore case."""
+    if pattern.startswith("re:"):
+        return re.compile(pattern[3:], re.IGNORECASE)
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
+
+
+class Role(_Strict):
+    """A kind of structure the rules talk about, found in a structure set by its name."""
+
+    description: str = ""
+    patterns: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    #: When given, a ROI whose RTROIInterpretedType is set must have one of these types;
+    #: an empty type (allowed by DICOM, common in real exports) never disqualifies.
+    interpreted_types: list[str] = Field(default_factory=list)
+
+    @field_validator("patterns", "exclude")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                _compile_pattern(p)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {p!r}: {exc}") from exc
+        return patterns
+
+    @cached_property
+    def _compiled(self) -> tuple[list[re.Pattern[str]], list[re.Pattern[str]]]:
+        return [_compile_pattern(p) for p in self.patterns], [_compile_pattern(p) for p in self.exclude]
+
+    def matches(self, name: str, interpreted_type: str | None = None) -> bool:
+        include, exclude = self._compiled
+        name = name.strip()
+        if not any(p.fullmatch(name) for p in include) or any(p.fullmatch(name) for p in exclude):
+            return False
+        if self.interpreted_types and interpreted_type:
+            return interpreted_type.upper() in {t.upper() for t in self.interpreted_types}
+        return True
+
+
+class ComponentSpec(_Strict):
+    """A fractionation part of a course, recognised by its fractions, plan label and targets."""
+
+    description: str = ""
+    fractions: Limits | None = None
+    labels: list[str] = Field(default_factory=list)
+    target_roles: list[str] = Field(default_factory=list)
+
+    def label_matches(self, *texts: str) -> bool:
+        compiled = [_compile_pattern(p) for p in self.labels]
+        return any(p.fullmatch(t.strip()) for p in compiled for t in texts if t)
+
+
+class ArmSpec(_Strict):
+    description: str = ""
+    components: list[str] = Field(min_length=1)
+    optional_components: list[str] = Field(default_factory=list)
+
+
+_RULE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
+class RuleSpec(_Strict):
+    """One rule of the protocol, as written in the YAML."""
+
+    id: str
+    check: str
+    description: str
+    arms: list[str] = Field(default_factory=list)
+    unit: Unit
+    per_protocol: Limits | None = None
+    acceptable_variation: Limits | None = None
+    source: str = Field(min_length=3)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id_form(cls, value: str) -> str:
+        if not _RULE_ID.match(value):
+            raise ValueError(f"rule id {value!r} must look like 'family.name' (lower case, dots)")
+        return value
+
+    @model_validator(mode="after")
+    def _variation_contains_protocol(self) -> RuleSpec:
+        pp, av = self.per_protocol, self.acceptable_variation
+        if pp is not None and av is not None:
+            lo_ok = av.min is None or (pp.min is not None and pp.min >= av.min)
+            hi_ok = av.max is None or (pp.max is not None and pp.max <= av.max)
+            if not (lo_ok and hi_ok):
+                raise ValueError("acceptable_variation must contain the per_protocol range")
+        return self
+
+    @property
+    def family(self) -> str:
+        return self.id.split(".", 1)[0]
+
+
+class Protocol(_Strict):
+    """A whole protocol. Build it with :func:`load_protocol`, which also checks the rules' params."""
+
+    protocol: ProtocolInfo
+    roles: dict[str, Role]
+    components: dict[str, ComponentSpec]
+    arms: dict[str, ArmSpec] = Field(min_length=1)
+    rules: list[RuleSpec] = Field(min_length=1)
+    #: SHA-256 of the YAML text, so every report says exactly which protocol judged it.
+    sha256: str = ""
+    path: str = ""
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Protocol:
+        for arm_name, arm in self.arms.items():
+            for comp in [*arm.components, *arm.optional_components]:
+                if comp not in self.components:
+                    raise ValueError(f"arm {arm_name!r} names unknown component {comp!r}")
+        for comp_name, comp in self.components.items():
+            for role in comp.target_roles:
+                if role not in self.roles:
+                    raise ValueError(f"component {comp_name!r} names unknown role {role!r}")
+        seen: dict[str, set[str]] = {}
+        for rule in self.rules:
+            for arm in rule.arms:
+                if arm not in self.arms:
+                    raise ValueError(f"rule {rule.id!r} names unknown arm {arm!r}")
+            arms = set(rule.arms or self.arms)
+            if rule.id in seen and seen[rule.id] & arms:
+                raise ValueError(
+                    f"rule id {rule.id!r} is used twice for arm(s) {sorted(seen[rule.id] & arms)}"
+                )
+            seen.setdefault(rule.id, set()).update(arms)
+        return self
+
+    def rules_for(self, arm: str) -> list[RuleSpec]:
+        return [r for r in self.rules if not r.arms or arm in r.arms]
+
+
+BUNDLED_PROTOCOL = "sfrt_ldrt.yaml"
+
+
+def bundled_protocol_path(name: str = BUNDLED_PROTOCOL) -> Path:
+    """Where the trial protocol is: inside the installed package, or in the source tree."""
+    packaged = resources.files("rtcheck") / "protocols" / name
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "protocols" / name
+
+
+def load_protocol(path: Path | str | None = None) -> Protocol:
+    """Load and validate a protocol YAML (the bundled trial protocol when ``path`` is None).
+
+    Raises :class:`ProtocolError` naming the file, the YAML path and the line of the first
+    problems found.
+    """
+    from .rules import validate_rule_params  # the rule registry depends on this module
+
+    path = Path(path) if path is not None else bundled_protocol_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProtocolError(f"{path}: cannot read protocol ({exc.strerror or exc})") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProtocolError(f"{path}:{where}: YAML syntax error: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            f"{path}: a protocol is a YAML mapping with protocol, roles, components, arms, rules"
+        )
+    data["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    data["path"] = str(path)
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(_describe(path, root, exc.errors())) from exc
+    problems = []
+    for i, rule in enumerate(protocol.rules):
+        for loc, message in validate_rule_params(rule):
+            problems.append({"loc": ("rules", i, *loc), "msg": message})
+    if problems:
+        raise ProtocolError(_describe(path, root, problems))
+    return protocol
+
+
+def _describe(path: Path, root: yaml.Node | None, errors: list[Any]) -> str:
+    """One line per problem (at most three): ``file:line: at rules[3].unit: message``."""
+    parts = []
+    for err in errors[:3]:
+        loc = tuple(err.get("loc", ()))
+        line = _line_of(root, loc)
+        where = _yaml_path(loc)
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{path}:{line}: at {where}: {msg}" if line else f"{path}: at {where}: {msg}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "union[")):
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node along ``loc`` that exists."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    nxt = value
+                    line = key.start_mark.line + 1
+                    break
+            if nxt is None:
+                break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

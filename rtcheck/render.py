@@ -1,0 +1,181 @@
+"""Renderers: the report for people (terminal) and for programs (JSON).
+
+The terminal report is read by a dosimetrist at the end of a long day: the verdict first,
+then what needs attention (worst first, with the measured value against its limits), then
+every rule grouped by family. The last line is a one-line summary a planning-system
+script can show in its console.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from .report import LimitsOut, Report, RuleResult, Status
+
+_STYLE = {
+    Status.PER_PROTOCOL: "bold green",
+    Status.ACCEPTABLE_VARIATION: "bold yellow",
+    Status.UNACCEPTABLE_DEVIATION: "bold red",
+    Status.NOT_EVALUABLE: "bold magenta",
+}
+_ICON = {
+    Status.PER_PROTOCOL: "PASS",
+    Status.ACCEPTABLE_VARIATION: "VAR ",
+    Status.UNACCEPTABLE_DEVIATION: "FAIL",
+    Status.NOT_EVALUABLE: "N/E ",
+}
+
+
+def render_json(report: Report) -> str:
+    return report.model_dump_json(indent=2)
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit in ("count", "fx"):
+        text = f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+        return f"{text} fx" if unit == "fx" else text
+    text = f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{text} {unit}" if unit and unit != "ratio" else text
+
+
+def format_limits(limits: LimitsOut | None, unit: str) -> str:
+    if limits is None:
+        return "—"
+    u = "" if unit in ("count", "ratio") else f" {unit}"
+    lo, hi = limits.min, limits.max
+    if lo is not None and hi is not None:
+        return f"{lo:g}{u}" if lo == hi else f"{lo:g}–{hi:g}{u}"
+    if lo is not None:
+        return f"≥ {lo:g}{u}"
+    return f"≤ {hi:g}{u}"
+
+
+def _badge(status: Status) -> Text:
+    return Text(_ICON[status], style=_STYLE[status])
+
+
+def summary_line(report: Report) -> str:
+    """One line for a script console: verdict, and the rules that are not per protocol."""
+    bad = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
+    head = f"rtcheck: {report.verdict.label.upper()} ({report.patient_id} {_course_label(report)})"
+    if not bad:
+        return f"{head}: all {len(report.rules)} rules per protocol"
+    shown = [
+        f"{r.id} {r.status.label}"
+        + (
+            f" ({format_value(r.value, r.unit)} vs {format_limits(r.per_protocol, r.unit)})"
+            if r.value is not None
+            else ""
+        )
+        for r in bad[:4]
+    ]
+    more = f", +{len(bad) - 4} more" if len(bad) > 4 else ""
+    return f"{head}: " + "; ".join(shown) + more
+
+
+def _course_label(report: Report) -> str:
+    return " + ".join(p.label or p.name or p.sop_instance_uid for p in report.plans) or report.course_key
+
+
+def _severity_key(rule: RuleResult) -> tuple[int, str]:
+    return (-rule.status.severity, rule.id)
+
+
+def _rules_table(rules: Iterable[RuleResult], *, title: str | None = None, with_items: bool) -> Table:
+    table = Table(title=title, title_justify="left", expand=False, show_lines=False, pad_edge=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("rule", no_wrap=True)
+    table.add_column("measured", justify="right", no_wrap=True)
+    table.add_column("per protocol", no_wrap=True)
+    table.add_column("acceptable", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for rule in rules:
+        table.add_row(
+            _badge(rule.status),
+            rule.id,
+            format_value(rule.value, rule.unit),
+            format_limits(rule.per_protocol, rule.unit),
+            format_limits(rule.acceptable_variation, rule.unit),
+            rule.message,
+        )
+        if with_items and len(rule.items) > 1:
+            for item in rule.items:
+                extra = item.detail.get("reason", "") if item.value is None else ""
+                table.add_row(
+                    _badge(item.status),
+                    Text(f"  {item.name}", style="dim"),
+                    format_value(item.value, rule.unit),
+                    "",
+                    "",
+                    Text(str(extra), style="dim"),
+                )
+    return table
+
+
+def report_renderable(report: Report) -> Group:
+    parts: list[object] = []
+    verdict = Text("VERDICT: ", style="bold")
+    verdict.append(report.verdict.label.upper(), style=_STYLE[report.verdict])
+    counts = " · ".join(f"{n} {Status(s).label}" for s, n in report.counts.items() if n)
+    parts.append(verdict + Text(f"   {counts}"))
+    arm = report.arm
+    arm_text = (
+        "none detected" if arm.arm is None else arm.arm + (" (given)" if arm.overridden else " (detected)")
+    )
+    parts.append(
+        Text(
+            f"Patient {report.patient_id} · course {_course_label(report)} · arm {arm_text}\n"
+            f"Protocol {report.protocol.name} v{report.protocol.version}"
+            f" (sha256 {report.protocol.sha256[:12]})",
+            style="dim",
+        )
+    )
+    for line in arm.evidence:
+        parts.append(Text(f"  {line}", style="dim"))
+    attention = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
+    if attention:
+        parts.append(Text(""))
+        parts.append(_rules_table(attention, title="Needs attention (worst first)", with_items=True))
+    families: dict[str, list[RuleResult]] = {}
+    for rule in report.rules:
+        families.setdefault(rule.family, []).append(rule)
+    for family, rules in families.items():
+        parts.append(Text(""))
+        parts.append(_rules_table(rules, title=f"{family}", with_items=False))
+    errors = [f for f in report.integrity if f.severity == "error"]
+    warnings = [f for f in report.integrity if f.severity != "error"]
+    if errors or warnings:
+        parts.append(Text(""))
+        parts.append(
+            Text(f"DICOM integrity: {len(errors)} error(s), {len(warnings)} warning(s)", style="bold")
+        )
+        for f in errors[:20]:
+            where = f" {f.keyword}{f.tag}" if f.keyword else ""
+            parts.append(Text(f"  error  {f.file}{where}: {f.message}", style="red"))
+        for f in warnings[:5]:
+            where = f" {f.keyword}{f.tag}" if f.keyword else ""
+            parts.append(Text(f"  warn   {f.file}{where}: {f.message}", style="yellow"))
+        if len(warnings) > 5:
+            parts.append(Text(f"  ... {len(warnings) - 5} more warning(s) in the JSON report", style="dim"))
+    parts.append(Text(""))
+    parts.append(Text(summary_line(report), style=_STYLE[report.verdict]))
+    return Group(*parts)  # type: ignore[arg-type]
+
+
+def print_report(report: Report, console: Console) -> None:
+    console.print(report_renderable(report))
+
+
+def render_text(report: Report, width: int = 120) -> str:
+    """The terminal report as plain text (no colour), e.g. for a .txt next to the JSON."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
+    print_report(report, console)
+    return buffer.getvalue()

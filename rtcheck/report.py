@@ -1,0 +1,153 @@
+"""The compliance report: one pydantic model, the only thing renderers and callers see.
+
+The JSON form of :class:`Report` is a public interface (planning-system scripts parse it),
+so it carries a schema version and changes only by adding fields.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+class Status(StrEnum):
+    """Trial QA categories (EORTC/NRG vocabulary), in order of severity."""
+
+    PER_PROTOCOL = "per_protocol"
+    ACCEPTABLE_VARIATION = "acceptable_variation"
+    UNACCEPTABLE_DEVIATION = "unacceptable_deviation"
+    #: Inputs missing or unusable: never a silent pass, and the worst outcome of all,
+    #: because nobody has looked at what could not be evaluated.
+    NOT_EVALUABLE = "not_evaluable"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_SEVERITY = {
+    Status.PER_PROTOCOL: 0,
+    Status.ACCEPTABLE_VARIATION: 1,
+    Status.UNACCEPTABLE_DEVIATION: 2,
+    Status.NOT_EVALUABLE: 3,
+}
+_LABELS = {
+    Status.PER_PROTOCOL: "per protocol",
+    Status.ACCEPTABLE_VARIATION: "acceptable variation",
+    Status.UNACCEPTABLE_DEVIATION: "unacceptable deviation",
+    Status.NOT_EVALUABLE: "not evaluable",
+}
+
+
+def worst(statuses: list[Status]) -> Status:
+    """The most severe status; an empty list is not evaluable (nothing was checked)."""
+    if not statuses:
+        return Status.NOT_EVALUABLE
+    return max(statuses, key=lambda s: s.severity)
+
+
+class LimitsOut(BaseModel):
+    min: float | None = None
+    max: float | None = None
+
+
+class ItemResult(BaseModel):
+    """A per-item measurement inside a rule (one peak, one LDRT target, one structure)."""
+
+    name: str
+    value: float | None
+    status: Status
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleResult(BaseModel):
+    """The verdict of one rule, with everything needed to check it by hand."""
+
+    id: str
+    family: str
+    description: str
+    status: Status
+    value: float | None = None
+    unit: str
+    per_protocol: LimitsOut | None = None
+    acceptable_variation: LimitsOut | None = None
+    message: str
+    structures: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    items: list[ItemResult] = Field(default_factory=list)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+
+
+class InputFile(BaseModel):
+    path: str
+    modality: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    sha256: str
+
+
+class ProtocolRef(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    path: str
+
+
+class ArmResult(BaseModel):
+    """Which arm the course was judged as, and why."""
+
+    arm: str | None
+    overridden: bool = False
+    evidence: list[str] = Field(default_factory=list)
+    #: component name -> "plan label / fraction group n (k fx)" entries assigned to it
+    components: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class IntegrityFinding(BaseModel):
+    """A DICOM-RT integrity problem: which file, which attribute, what is wrong."""
+
+    severity: str  # "error" (rtcheck cannot trust what it reads) or "warning"
+    file: str
+    keyword: str = ""
+    tag: str = ""
+    message: str
+
+
+class PlanSummary(BaseModel):
+    label: str
+    name: str
+    sop_instance_uid: str
+    fraction_groups: list[dict[str, Any]]
+
+
+class Report(BaseModel):
+    """The compliance report of one course."""
+
+    schema_version: str = SCHEMA_VERSION
+    rtcheck_version: str
+    created: str
+    protocol: ProtocolRef
+    patient_id: str
+    patient_name: str = ""
+    course_key: str
+    plans: list[PlanSummary] = Field(default_factory=list)
+    files: list[InputFile] = Field(default_factory=list)
+    arm: ArmResult
+    verdict: Status
+    counts: dict[str, int]
+    rules: list[RuleResult]
+    integrity: list[IntegrityFinding] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    def rule(self, rule_id: str) -> RuleResult | None:
+        """The result of rule ``rule_id``, or None if the rule did not apply."""
+        return next((r for r in self.rules if r.id == rule_id), None)
