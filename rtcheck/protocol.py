@@ -254,11 +254,31 @@ def load_protocol(path: Path | str | None = None) -> Protocol:
         raise ProtocolError(_describe(path, root, exc.errors())) from exc
     problems = []
     for i, rule in enumerate(protocol.rules):
-        for loc, message in validate_rule_params(rule):
+        for loc, message in [*validate_rule_params(rule), *_unknown_names(protocol, rule)]:
             problems.append({"loc": ("rules", i, *loc), "msg": message})
     if problems:
         raise ProtocolError(_describe(path, root, problems))
     return protocol
+
+
+#: Param names that refer to roles or components of the protocol, by convention of all checks.
+_ROLE_PARAMS = ("role", "roles", "target_roles", "excluded_roles", "oar_roles")
+_COMPONENT_PARAMS = ("component", "components")
+
+
+def _unknown_names(protocol: Protocol, rule: RuleSpec) -> list[tuple[tuple[Any, ...], str]]:
+    """Roles and components a rule's params name must exist: a typo must fail at load, not in a report."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    for key, known, what in (
+        *((k, protocol.roles, "role") for k in _ROLE_PARAMS),
+        *((k, protocol.components, "component") for k in _COMPONENT_PARAMS),
+    ):
+        value = rule.params.get(key)
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        for name in names:
+            if isinstance(name, str) and name not in known:
+                problems.append((("params", key), f"unknown {what} {name!r}; defined: {', '.join(known)}"))
+    return problems
 
 
 def _describe(path: Path, root: yaml.Node | None, errors: list[Any]) -> str:

@@ -88,15 +88,20 @@ def _severity_key(rule: RuleResult) -> tuple[int, str]:
     return (-rule.status.severity, rule.id)
 
 
-def _rules_table(rules: Iterable[RuleResult], *, title: str | None = None, with_items: bool) -> Table:
-    table = Table(title=title, title_justify="left", expand=False, show_lines=False, pad_edge=False)
+def _rules_table(rules: Iterable[RuleResult], *, title: str, with_items: bool, by_family: bool) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", pad_edge=False)
     table.add_column("", no_wrap=True)
     table.add_column("rule", no_wrap=True)
     table.add_column("measured", justify="right", no_wrap=True)
     table.add_column("per protocol", no_wrap=True)
     table.add_column("acceptable", no_wrap=True)
     table.add_column("detail", overflow="fold")
+    family = None
     for rule in rules:
+        if by_family and rule.family != family:
+            if family is not None:
+                table.add_section()
+            family = rule.family
         table.add_row(
             _badge(rule.status),
             rule.id,
@@ -142,13 +147,13 @@ def report_renderable(report: Report) -> Group:
     attention = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
     if attention:
         parts.append(Text(""))
-        parts.append(_rules_table(attention, title="Needs attention (worst first)", with_items=True))
-    families: dict[str, list[RuleResult]] = {}
-    for rule in report.rules:
-        families.setdefault(rule.family, []).append(rule)
-    for family, rules in families.items():
-        parts.append(Text(""))
-        parts.append(_rules_table(rules, title=f"{family}", with_items=False))
+        parts.append(
+            _rules_table(attention, title="Needs attention (worst first)", with_items=True, by_family=False)
+        )
+    order = {family: i for i, family in enumerate(dict.fromkeys(r.family for r in report.rules))}
+    by_family = sorted(report.rules, key=lambda r: order[r.family])
+    parts.append(Text(""))
+    parts.append(_rules_table(by_family, title="All rules, by family", with_items=False, by_family=True))
     errors = [f for f in report.integrity if f.severity == "error"]
     warnings = [f for f in report.integrity if f.severity != "error"]
     if errors or warnings:

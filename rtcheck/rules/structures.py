@@ -22,17 +22,10 @@ def _require_structure_set(ctx: CheckContext) -> None:
         raise NotEvaluable("the course has no structure set")
 
 
-def _unknown_roles(ctx: CheckContext, roles: list[str]) -> None:
-    unknown = [r for r in roles if r not in ctx.protocol.roles]
-    if unknown:
-        raise NotEvaluable(f"the protocol defines no role {', '.join(unknown)}")
-
-
 @check("structures.required", Quantity.COUNT, RolesParams)
 def required(ctx: CheckContext, spec: RuleSpec, params: RolesParams) -> Measurement:
     """Number of required roles with no non-empty ROI (each role's matches are in the evidence)."""
     _require_structure_set(ctx)
-    _unknown_roles(ctx, params.roles)
     found: dict[str, list[str]] = {}
     missing, empty = [], []
     for role in params.roles:
@@ -61,7 +54,6 @@ def required(ctx: CheckContext, spec: RuleSpec, params: RolesParams) -> Measurem
 def count(ctx: CheckContext, spec: RuleSpec, params: RolesParams) -> Measurement:
     """Number of non-empty ROIs playing any of the given roles."""
     _require_structure_set(ctx)
-    _unknown_roles(ctx, params.roles)
     rois = {r.number: r for role in params.roles for r in ctx.roles.rois(role) if not r.is_empty}
     names = [r.name for r in sorted(rois.values(), key=lambda r: r.number)]
     return Measurement(
@@ -85,7 +77,6 @@ class ExclusionParams(BaseModel):
 def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams) -> Measurement:
     """Number of targets of a component that are structures the protocol excludes (by name/role)."""
     _require_structure_set(ctx)
-    _unknown_roles(ctx, [*params.target_roles, *params.excluded_roles])
     ss = ctx.course.structure_set
     assert ss is not None
     targets: dict[int, Roi] = {r.number: r for role in params.target_roles for r in ctx.roles.rois(role)}
