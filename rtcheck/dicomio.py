@@ -58,6 +58,7 @@ _INDEX_TAGS = [
         "PatientName",
         "StudyInstanceUID",
         "FrameOfReferenceUID",
+        "InstitutionName",
         "RTPlanLabel",
         "ReferencedStructureSetSequence",
         "ReferencedRTPlanSequence",
@@ -80,6 +81,7 @@ class IndexedFile:
     patient_name: str = ""
     study_instance_uid: str = ""
     frame_of_reference_uid: str = ""
+    institution_name: str = ""
     plan_label: str = ""
     referenced_structure_set_uid: str = ""
     referenced_plan_uids: tuple[str, ...] = ()
@@ -185,6 +187,7 @@ def index_file(path: Path) -> IndexedFile:
         patient_name=str(ds.get("PatientName", "") or ""),
         study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        institution_name=str(ds.get("InstitutionName", "") or ""),
         plan_label=str(ds.get("RTPlanLabel", "") or ""),
         referenced_structure_set_uid=_first_ref(ds, "ReferencedStructureSetSequence"),
         referenced_plan_uids=tuple(
