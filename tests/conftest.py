@@ -1,0 +1,41 @@
+"""Shared pytest fixtures: phantom courses written once per session.
+
+``course_dir(variant, **overrides)`` writes a course of :mod:`rtcheck.phantom` into a
+session temporary folder the first time it is asked for and returns that folder; later
+calls with the same arguments return the same folder. The folders are shared by every
+test of the session: read them, never modify them (copy first).
+
+``fixtures_dir`` is the folder of the committed courses (``tests/fixtures/<variant>/``,
+see ``tests/fixtures/make_fixtures.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rtcheck.phantom import write_course
+
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def course_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    written: dict[str, Path] = {}
+
+    def make(variant: str = "compliant", **overrides: object) -> Path:
+        key = f"{variant}|{sorted(overrides.items())!r}"
+        if key not in written:
+            folder = tmp_path_factory.mktemp(variant)
+            write_course(folder, variant, **overrides)
+            written[key] = folder
+        return written[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES_DIR
