@@ -19,7 +19,7 @@ import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -127,6 +127,24 @@ class ComponentSpec(_Strict):
         return any(p.fullmatch(t.strip()) for p in compiled for t in texts if t)
 
 
+class Operand(_Strict):
+    """A role (all its ROIs together), grown (margin > 0) or shrunk (margin < 0) in 3-D."""
+
+    role: str
+    margin_mm: float = 0.0
+
+
+class DerivedSpec(_Strict):
+    """A structure the protocol builds from drawn ones, e.g. the valley when none was drawn.
+
+    ``difference`` keeps what is inside the first operand and inside none of the others.
+    """
+
+    description: str = ""
+    op: Literal["union", "intersection", "difference"]
+    operands: list[Operand] = Field(min_length=1)
+
+
 class ArmSpec(_Strict):
     description: str = ""
     components: list[str] = Field(min_length=1)
@@ -177,6 +195,7 @@ class Protocol(_Strict):
     protocol: ProtocolInfo
     roles: dict[str, Role]
     components: dict[str, ComponentSpec]
+    derived: dict[str, DerivedSpec] = Field(default_factory=dict)
     arms: dict[str, ArmSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(min_length=1)
     #: SHA-256 of the YAML text, so every report says exactly which protocol judged it.
@@ -193,6 +212,12 @@ class Protocol(_Strict):
             for role in comp.target_roles:
                 if role not in self.roles:
                     raise ValueError(f"component {comp_name!r} names unknown role {role!r}")
+        for name, spec in self.derived.items():
+            if name in self.roles:
+                raise ValueError(f"derived structure {name!r} has the name of a role")
+            for operand in spec.operands:
+                if operand.role not in self.roles:
+                    raise ValueError(f"derived structure {name!r} names unknown role {operand.role!r}")
         seen: dict[str, set[str]] = {}
         for rule in self.rules:
             for arm in rule.arms:
@@ -200,9 +225,7 @@ class Protocol(_Strict):
                     raise ValueError(f"rule {rule.id!r} names unknown arm {arm!r}")
             arms = set(rule.arms or self.arms)
             if rule.id in seen and seen[rule.id] & arms:
-                raise ValueError(
-                    f"rule id {rule.id!r} is used twice for arm(s) {sorted(seen[rule.id] & arms)}"
-                )
+                raise ValueError(f"rule id {rule.id!r} is used twice for arm(s) {sorted(seen[rule.id] & arms)}")
             seen.setdefault(rule.id, set()).update(arms)
         return self
 
@@ -243,9 +266,7 @@ def load_protocol(path: Path | str | None = None) -> Protocol:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProtocolError(f"{path}:{where}: YAML syntax error: {problem}") from exc
     if not isinstance(data, dict):
-        raise ProtocolError(
-            f"{path}: a protocol is a YAML mapping with protocol, roles, components, arms, rules"
-        )
+        raise ProtocolError(f"{path}: a protocol is a YAML mapping with protocol, roles, components, arms, rules")
     data["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     data["path"] = str(path)
     try:
@@ -261,8 +282,10 @@ def load_protocol(path: Path | str | None = None) -> Protocol:
     return protocol
 
 
-#: Param names that refer to roles or components of the protocol, by convention of all checks.
-_ROLE_PARAMS = ("role", "roles", "target_roles", "excluded_roles", "oar_roles")
+#: Param names that refer to roles, structures (a role or a derived structure) or components
+#: of the protocol, by convention of all checks.
+_ROLE_PARAMS = ("roles", "target_roles", "excluded_roles", "to_roles", "members_role")
+_STRUCTURE_PARAMS = ("structure", "container", "fallback")
 _COMPONENT_PARAMS = ("component", "components")
 
 
@@ -271,6 +294,7 @@ def _unknown_names(protocol: Protocol, rule: RuleSpec) -> list[tuple[tuple[Any, 
     problems: list[tuple[tuple[Any, ...], str]] = []
     for key, known, what in (
         *((k, protocol.roles, "role") for k in _ROLE_PARAMS),
+        *((k, {**protocol.roles, **protocol.derived}, "role or derived structure") for k in _STRUCTURE_PARAMS),
         *((k, protocol.components, "component") for k in _COMPONENT_PARAMS),
     ):
         value = rule.params.get(key)

@@ -43,9 +43,7 @@ def fractions(ctx: CheckContext, spec: RuleSpec, params: ComponentParams) -> Mea
         for p in comp.parts
     ]
     listed = ", ".join(f"{i.name}" for i in items)
-    return Measurement(
-        message=f"planned fractions of {params.component}: {listed}", items=items, files=_files(comp)
-    )
+    return Measurement(message=f"planned fractions of {params.component}: {listed}", items=items, files=_files(comp))
 
 
 @check("plan.prescription", Quantity.DOSE, ComponentParams)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..arms import target_roi_numbers
-from ..course import Roi
 from ..engine import CheckContext, Item, Measurement, NotEvaluable
 from ..protocol import RuleSpec
 from ..units import Quantity
 from . import check
+from .common import component_targets
 
 
 class RolesParams(BaseModel):
@@ -77,37 +76,16 @@ class ExclusionParams(BaseModel):
 def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams) -> Measurement:
     """Number of targets of a component that are structures the protocol excludes (by name/role)."""
     _require_structure_set(ctx)
-    ss = ctx.course.structure_set
-    assert ss is not None
-    targets: dict[int, Roi] = {r.number: r for role in params.target_roles for r in ctx.roles.rois(role)}
-    referenced: set[int] = set()
-    comp = ctx.component(params.component) if params.component else None
-    if comp is not None:
-        for part in comp.parts:
-            referenced |= target_roi_numbers(part.plan, part)
-        for number in referenced:
-            if number in ss.rois:
-                targets.setdefault(number, ss.rois[number])
+    targets = component_targets(ctx, params.target_roles, params.component)
     excluded = {r.number for role in params.excluded_roles for r in ctx.roles.rois(role)}
     items = []
-    for roi in sorted(targets.values(), key=lambda r: r.number):
-        roles = [
-            role
-            for role in params.excluded_roles
-            if any(r.number == roi.number for r in ctx.roles.rois(role))
-        ]
-        how = "dose reference of the plan" if roi.number in referenced else "name"
-        items.append(
-            Item(
-                roi.name, 1.0 if roi.number in excluded else 0.0, {"excluded_roles": roles, "target_by": how}
-            )
-        )
+    for number, (roi, how) in sorted(targets.items()):
+        roles = [role for role in params.excluded_roles if any(r.number == number for r in ctx.roles.rois(role))]
+        items.append(Item(roi.name, 1.0 if number in excluded else 0.0, {"excluded_roles": roles, "target_by": how}))
     bad = [i.name for i in items if i.value]
     message = (
         f"{len(bad)} of {len(items)} target(s) are excluded structures: {', '.join(bad)}"
         if bad
         else f"none of {len(items)} target(s) is an excluded structure"
     )
-    return Measurement(
-        value=float(len(bad)), message=message, items=items, structures=[i.name for i in items]
-    )
+    return Measurement(value=float(len(bad)), message=message, items=items, structures=[i.name for i in items])
