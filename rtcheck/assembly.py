@@ -218,7 +218,7 @@ def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:
         findings += conformance(path, ds) + structure_sanity(path, ds, structure_set)
     doses = []
     for f in files.doses:
-        ds = read_dataset(f.path, defer_large_values=True)
+        ds = read_dataset(f.path)
         findings += conformance(f.path, ds) + dose_sanity(f.path, ds)
         doses.append(dose_header_from_dataset(f.path, ds))
     course = Course(

@@ -220,16 +220,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_dataset(path: Path, *, defer_large_values: bool = False) -> Dataset:
+def read_dataset(path: Path) -> Dataset:
     """Read a whole dataset, turning every failure into a one-line :class:`InputError`.
 
     pydicom returns a shortened dataset, without complaint, for a file cut inside a
-    sequence, so truncation is checked here explicitly (:func:`check_not_truncated`).
-    ``defer_large_values`` leaves values over 4 KB (dose pixels) on disk: the header of a
-    dose can then be checked without reading its voxels.
+    sequence or inside the pixel data, so truncation is checked here explicitly
+    (:func:`check_not_truncated`).
     """
     try:
-        ds = pydicom.dcmread(path, force=True, defer_size="4 KB" if defer_large_values else None)
+        ds = pydicom.dcmread(path, force=True)
     except Exception as exc:  # pydicom raises many types on damaged files
         raise InputError(path, f"truncated or corrupt DICOM ({_short(exc)})") from exc
     if "SOPClassUID" not in ds:

@@ -148,7 +148,7 @@ def _check_level(
             continue
         kw, typ = attr["keyword"], attr["type"]
         if kw not in ds:
-            if typ in ("1", "2") and not kw.startswith("Pixel"):  # pixels are deferred, not absent
+            if typ in ("1", "2"):
                 inside = f" in {where}" if where else ""
                 out.add(kw, f"Type {typ} attribute {kw} is missing{inside} (module {module})")
             continue

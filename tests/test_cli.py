@@ -1,0 +1,307 @@
+"""End-to-end checks of `rtcheck PATH` on generated DICOM-RT courses (plan-level rules)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from rtcheck.cli import main
+from rtcheck.errors import ExitCode
+from rtcheck.phantom import write_non_dicom, write_truncated_copy
+
+PLAN_LEVEL_RULES = {
+    "dicom.integrity",
+    "sfrt.fractions",
+    "valley.fractions",
+    "ldrt.fractions",
+    "sfrt.prescription",
+    "ldrt.prescription",
+    "sfrt.single_lesion",
+    "structures.required",
+    "ldrt.excludes_brain_bone",
+}
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, dict]:
+    code = main([*(str(a) for a in args), "--format", "json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in report["rules"]}
+
+
+def test_compliant_course_is_per_protocol(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code, payload = run_json(capsys, course_dir("compliant"))
+    assert code == ExitCode.PER_PROTOCOL
+    (report,) = payload["reports"]
+    assert report["arm"]["arm"] == "experimental"
+    assert set(statuses(report)) >= PLAN_LEVEL_RULES
+    assert {statuses(report)[r] for r in PLAN_LEVEL_RULES} == {"per_protocol"}
+    rx = next(r for r in report["rules"] if r["id"] == "sfrt.prescription")
+    assert rx["unit"] == "cGy" and rx["value"] == pytest.approx(1000.0)
+    assert rx["per_protocol"] == {"min": 800.0, "max": 1200.0}
+    # Every input is identified by UID and hash, the protocol by name and hash.
+    assert {f["modality"] for f in report["files"]} == {"RTPLAN", "RTSTRUCT", "RTDOSE"}
+    assert all(len(f["sha256"]) == 64 for f in report["files"])
+    assert len(report["protocol"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("variant", "rule_ids", "status", "code"),
+    [
+        ("sfrt_5_fractions", ["sfrt.fractions"], "unacceptable_deviation", ExitCode.UNACCEPTABLE_DEVIATION),
+        (
+            "ldrt_3_fractions",
+            ["ldrt.fractions", "valley.fractions"],
+            "unacceptable_deviation",
+            ExitCode.UNACCEPTABLE_DEVIATION,
+        ),
+        ("sfrt_rx_7gy", ["sfrt.prescription"], "acceptable_variation", ExitCode.ACCEPTABLE_VARIATION),
+        ("sfrt_rx_6gy", ["sfrt.prescription"], "unacceptable_deviation", ExitCode.UNACCEPTABLE_DEVIATION),
+        ("ldrt_rx_4gy", ["ldrt.prescription"], "unacceptable_deviation", ExitCode.UNACCEPTABLE_DEVIATION),
+        (
+            "two_sfrt_lesions",
+            ["sfrt.single_lesion"],
+            "unacceptable_deviation",
+            ExitCode.UNACCEPTABLE_DEVIATION,
+        ),
+        (
+            "missing_spinal_cord",
+            ["structures.required"],
+            "unacceptable_deviation",
+            ExitCode.UNACCEPTABLE_DEVIATION,
+        ),
+        (
+            "ldrt_targets_brain_met",
+            ["ldrt.excludes_brain_bone"],
+            "unacceptable_deviation",
+            ExitCode.UNACCEPTABLE_DEVIATION,
+        ),
+    ],
+)
+def test_each_plan_level_violation_is_caught_by_its_rule(
+    capsys: pytest.CaptureFixture[str], course_dir, variant: str, rule_ids: list[str], status: str, code: int
+) -> None:
+    got_code, payload = run_json(capsys, course_dir(variant))
+    (report,) = payload["reports"]
+    got = statuses(report)
+    for rule_id in rule_ids:
+        assert got[rule_id] == status, (rule_id, got)
+    # The violation is reported by its own rule and nowhere else among the plan-level rules.
+    others = {got[r] for r in PLAN_LEVEL_RULES - set(rule_ids)}
+    assert others == {"per_protocol"}, got
+    assert report["arm"]["arm"] == "experimental"
+    assert got_code == code
+
+
+def test_deviation_reports_measured_value_limits_and_files(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    _, payload = run_json(capsys, course_dir("sfrt_rx_6gy"))
+    rule = next(r for r in payload["reports"][0]["rules"] if r["id"] == "sfrt.prescription")
+    assert rule["value"] == pytest.approx(600.0)
+    assert rule["acceptable_variation"] == {"min": 700.0, "max": 1300.0}
+    assert rule["files"] and rule["files"][0].endswith(".dcm")
+    assert rule["items"][0]["detail"]["source"] == "dose_reference"
+
+
+def test_prescription_falls_back_to_beam_doses_and_says_so(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code, payload = run_json(capsys, course_dir("no_dose_reference"))
+    rule = next(r for r in payload["reports"][0]["rules"] if r["id"] == "sfrt.prescription")
+    assert rule["status"] == "per_protocol"
+    assert rule["value"] == pytest.approx(1000.0)
+    assert rule["evidence"]["sources"] == ["beam_dose"]
+    assert code == ExitCode.PER_PROTOCOL
+
+
+def test_single_plan_with_two_fraction_groups(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code, payload = run_json(capsys, course_dir("single_plan_two_groups"))
+    (report,) = payload["reports"]
+    assert len(report["plans"]) == 1
+    assert [fg["fractions_planned"] for fg in report["plans"][0]["fraction_groups"]] == [3, 5]
+    components = report["arm"]["components"]
+    assert len(components["peak"]) == 1 and "(3 fx)" in components["peak"][0]
+    assert len(components["low_dose"]) == 1 and "(5 fx)" in components["low_dose"][0]
+    assert {statuses(report)[r] for r in PLAN_LEVEL_RULES} == {"per_protocol"}
+    assert code == ExitCode.PER_PROTOCOL
+
+
+def test_control_arm_is_detected_as_control(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code, payload = run_json(capsys, course_dir("control_arm"))
+    (report,) = payload["reports"]
+    assert report["arm"]["arm"] == "control" and not report["arm"]["overridden"]
+    got = statuses(report)
+    assert got["control.dose_per_fraction"] == "per_protocol"
+    assert got["control.fractions"] == "per_protocol"
+    assert got["control.no_peaks"] == "per_protocol"
+    assert "sfrt.fractions" not in got
+    assert code == ExitCode.PER_PROTOCOL
+
+
+def test_arm_override_judges_the_course_as_that_arm(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code, payload = run_json(capsys, course_dir("compliant"), "--arm", "control")
+    (report,) = payload["reports"]
+    assert report["arm"]["arm"] == "control" and report["arm"]["overridden"]
+    got = statuses(report)
+    assert got["control.no_peaks"] == "unacceptable_deviation"  # the SFRT peaks are there
+    assert got["control.fractions"] == "not_evaluable"  # no conventional fraction group
+    assert code == ExitCode.NOT_EVALUABLE
+
+
+def test_one_plan_file_brings_its_siblings(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    folder = course_dir("compliant")
+    plan = next(p for p in sorted(folder.iterdir()) if p.name.startswith("RP.SFRT"))
+    code, payload = run_json(capsys, plan)
+    (report,) = payload["reports"]
+    assert sorted(p["label"] for p in report["plans"]) == ["LDRT", "SFRT"]
+    assert code == ExitCode.PER_PROTOCOL
+
+
+def test_several_courses_give_one_report_each(capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path) -> None:
+    for variant in ("compliant", "sfrt_rx_6gy"):
+        shutil.copytree(course_dir(variant), tmp_path / variant)
+    code, payload = run_json(capsys, tmp_path)
+    verdicts = sorted(r["verdict"] for r in payload["reports"])
+    assert verdicts == ["per_protocol", "unacceptable_deviation"]
+    assert code == payload["exit_code"] == ExitCode.UNACCEPTABLE_DEVIATION
+
+
+def test_terminal_report_shows_verdict_first_and_failing_rule(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code = main([str(course_dir("sfrt_rx_6gy")), "--no-color"])
+    out = capsys.readouterr().out
+    assert out.lstrip().startswith("VERDICT: UNACCEPTABLE DEVIATION")
+    attention = out.index("Needs attention")
+    assert out.index("sfrt.prescription", attention) < out.index("All rules")
+    assert "600.0 cGy" in out and "800–1200 cGy" in out
+    assert code == ExitCode.UNACCEPTABLE_DEVIATION
+    assert main([str(course_dir("sfrt_rx_6gy")), "--quiet"]) == code
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("rtcheck: UNACCEPTABLE DEVIATION") and "sfrt.prescription" in line
+
+
+def test_json_output_file(course_dir, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert main([str(course_dir("compliant")), "--format", "json", "-o", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["schema_version"] == "1.0" and payload["reports"][0]["verdict"] == "per_protocol"
+
+
+# --- bad input: one line naming the file, a documented exit code, no traceback -------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("rtcheck: error:")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def test_not_dicom_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = write_non_dicom(tmp_path / "notes.dcm")
+    assert main([str(path)]) == ExitCode.INPUT_ERROR
+    line = _one_error_line(capsys)
+    assert str(path) in line and "not a DICOM file" in line
+
+
+def test_truncated_plan(capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path) -> None:
+    shutil.copytree(course_dir("compliant"), tmp_path / "c")
+    plan = tmp_path / "c" / "RP.SFRT.dcm"
+    write_truncated_copy(plan, plan, keep_fraction=0.6)
+    assert main([str(tmp_path / "c")]) == ExitCode.INPUT_ERROR
+    line = _one_error_line(capsys)
+    assert "RP.SFRT.dcm" in line and "truncated" in line
+
+
+def test_empty_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([str(tmp_path)]) == ExitCode.INPUT_ERROR
+    assert "no RTPLAN found" in _one_error_line(capsys)
+
+
+def test_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([str(tmp_path / "nope")]) == ExitCode.INPUT_ERROR
+    assert "no such file or folder" in _one_error_line(capsys)
+
+
+def test_dose_without_its_plan(capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path) -> None:
+    shutil.copy(course_dir("compliant") / "RD.SFRT.dcm", tmp_path)
+    assert main([str(tmp_path)]) == ExitCode.INPUT_ERROR
+    line = _one_error_line(capsys)
+    assert "RD.SFRT.dcm" in line and "not among the files" in line
+
+
+def test_plan_without_its_structure_set(capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path) -> None:
+    shutil.copytree(course_dir("compliant"), tmp_path / "c")
+    (tmp_path / "c" / "RS.dcm").unlink()
+    code, payload = run_json(capsys, tmp_path / "c")
+    assert code == ExitCode.NOT_EVALUABLE
+    got = statuses(payload["reports"][0])
+    assert got["structures.required"] == "not_evaluable"
+    assert got["dicom.integrity"] == "not_evaluable"
+    assert got["sfrt.prescription"] == "per_protocol"  # what the plan says can still be checked
+
+
+def test_relative_dose_units_are_not_evaluable(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    code, payload = run_json(capsys, course_dir("relative_dose_units"))
+    integrity = next(r for r in payload["reports"][0]["rules"] if r["id"] == "dicom.integrity")
+    assert integrity["status"] == "not_evaluable"
+    assert any(e["keyword"] == "DoseUnits" for e in integrity["evidence"]["errors"])
+    assert code == ExitCode.NOT_EVALUABLE
+
+
+def test_frame_of_reference_mismatch_is_an_integrity_error(
+    capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path
+) -> None:
+    shutil.copytree(course_dir("compliant"), tmp_path / "c")
+    dose_path = tmp_path / "c" / "RD.LDRT.dcm"
+    ds = pydicom.dcmread(dose_path)
+    ds.FrameOfReferenceUID = "1.2.3.4.5.6.7"
+    ds.save_as(dose_path)
+    _, payload = run_json(capsys, tmp_path / "c")
+    integrity = next(r for r in payload["reports"][0]["rules"] if r["id"] == "dicom.integrity")
+    assert integrity["status"] == "not_evaluable"
+    assert any(
+        e["keyword"] == "FrameOfReferenceUID" and e["file"].endswith("RD.LDRT.dcm")
+        for e in integrity["evidence"]["errors"]
+    )
+
+
+def test_malformed_protocol(capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("protocol: {name: x, version: '1'}\nroles: [\n")
+    assert main([str(course_dir("compliant")), "--protocol", str(bad)]) == ExitCode.PROTOCOL_ERROR
+    line = _one_error_line(capsys)
+    assert str(bad) in line and "line" in line
+
+
+def test_unknown_arm_and_usage_errors(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    assert main([str(course_dir("compliant")), "--arm", "nonsense"]) == ExitCode.INPUT_ERROR
+    assert "unknown arm" in _one_error_line(capsys)
+    with pytest.raises(SystemExit) as exc:
+        main([str(course_dir("compliant")), "--format", "xml"])
+    assert exc.value.code == ExitCode.USAGE_ERROR
+
+
+def test_installed_command_prints_no_traceback(tmp_path: Path) -> None:
+    path = write_non_dicom(tmp_path / "x.dcm")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rtcheck", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == ExitCode.INPUT_ERROR
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert str(path) in proc.stderr
+
+
+def test_example_command_writes_a_checkable_course(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["example", str(tmp_path / "ex")]) == 0
+    capsys.readouterr()
+    code, payload = run_json(capsys, tmp_path / "ex")
+    assert code == ExitCode.PER_PROTOCOL
+    assert payload["reports"][0]["arm"]["arm"] == "experimental"
+    assert {statuses(payload["reports"][0])[r] for r in PLAN_LEVEL_RULES} == {"per_protocol"}
