@@ -3,10 +3,11 @@
 Two layers, both before any protocol rule:
 
 * Conformance: Type 1 and Type 2 attributes of the IOD's modules, taken from the tables of
-  the DICOM standard that highdicom generates and ships (so they work offline, on a
-  hospital machine without internet, and are never typed by hand). Mandatory modules are
-  always checked; user/conditional modules when their top-level attributes are present;
-  nested sequences whenever they are present.
+  the DICOM standard that highdicom generates from the standard; the RT IODs' part ships
+  with rtcheck (:mod:`rtcheck.standard_tables`), so the check works
+  offline, on a hospital machine without internet, and nothing is typed by hand. Mandatory
+  modules are always checked; user/conditional modules when their top-level attributes are
+  present; nested sequences whenever they are present.
 * RT sanity of what rtcheck uses: dose units, type, summation, scaling, grid offsets,
   fraction numbers, contour geometry, and references between the objects of a course.
 
@@ -16,9 +17,6 @@ need it become not evaluable) and a ``warning`` otherwise.
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import numpy as np
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
+from . import standard_tables
 from .course import Course, StructureSet
 from .report import IntegrityFinding
 
@@ -94,12 +93,6 @@ GEOMETRIC_TYPES = {"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR", "CLOSED_PLANAR", "C
 _PLANAR_TOLERANCE_MM = 0.01
 
 
-@cache
-def _standard_table(name: str) -> Any:
-    data = (resources.files("highdicom") / "_standard" / name).read_text(encoding="utf-8")
-    return json.loads(data)
-
-
 def _tag_text(keyword: str) -> str:
     tag = tag_for_keyword(keyword)
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else ""
@@ -127,8 +120,9 @@ def conformance(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     iod = _IOD_BY_SOP_CLASS.get(str(ds.get("SOPClassUID", "")))
     if iod is None:
         return []
-    modules = _standard_table("iod_module_map.json")[iod]
-    attributes = _standard_table("module_attribute_map.json")
+    tables = standard_tables.load()
+    modules = tables["iods"][iod]
+    attributes = tables["modules"]
     for module in modules:
         attrs = attributes.get(module["key"], [])
         top_level = [a for a in attrs if not a["path"] and a["type"] in ("1", "2")]
@@ -139,9 +133,7 @@ def conformance(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     return out.items
 
 
-def _check_level(
-    ds: Dataset, attrs: list[dict[str, Any]], path: list[str], module: str, out: _Findings
-) -> None:
+def _check_level(ds: Dataset, attrs: list[dict[str, Any]], path: list[str], module: str, out: _Findings) -> None:
     where = " > ".join(path)
     for attr in attrs:
         if attr["path"] != path:
@@ -184,9 +176,7 @@ def plan_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     out = _Findings(path)
     groups = ds.get("FractionGroupSequence")
     if not groups:
-        out.add(
-            "FractionGroupSequence", "plan has no fraction group: fractionation cannot be read", error=True
-        )
+        out.add("FractionGroupSequence", "plan has no fraction group: fractionation cannot be read", error=True)
         return out.items
     numbers = []
     for fg in groups:
@@ -213,15 +203,8 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
                 continue
             pts = contour.points
             if gt in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR") and len(pts) < 3:
-                out.add(
-                    "ContourData", f"{label}: closed contour with {len(pts)} point(s) (at least 3 needed)"
-                )
-            if (
-                gt != "POINT"
-                and gt != "OPEN_NONPLANAR"
-                and len(pts)
-                and np.ptp(pts[:, 2]) > _PLANAR_TOLERANCE_MM
-            ):
+                out.add("ContourData", f"{label}: closed contour with {len(pts)} point(s) (at least 3 needed)")
+            if gt != "POINT" and gt != "OPEN_NONPLANAR" and len(pts) and np.ptp(pts[:, 2]) > _PLANAR_TOLERANCE_MM:
                 out.add(
                     "ContourData",
                     f"{label}: planar contour spans z {pts[:, 2].min():g}..{pts[:, 2].max():g} mm",
@@ -294,9 +277,7 @@ def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
 
 
 def _error(path: Path, keyword: str, message: str) -> IntegrityFinding:
-    return IntegrityFinding(
-        severity="error", file=str(path), keyword=keyword, tag=_tag_text(keyword), message=message
-    )
+    return IntegrityFinding(severity="error", file=str(path), keyword=keyword, tag=_tag_text(keyword), message=message)
 
 
 def course_consistency(course: Course) -> list[IntegrityFinding]:
@@ -315,9 +296,7 @@ def course_consistency(course: Course) -> list[IntegrityFinding]:
             items.append(_error(dose.source.path, "FrameOfReferenceUID", message))
     for plan in course.plans:
         if ss_for and plan.frame_of_reference_uid and plan.frame_of_reference_uid != ss_for:
-            message = (
-                f"plan frame of reference {plan.frame_of_reference_uid} differs from the structure set's"
-            )
+            message = f"plan frame of reference {plan.frame_of_reference_uid} differs from the structure set's"
             message += f" {ss_for}"
             items.append(_error(plan.source.path, "FrameOfReferenceUID", message))
         for ref in plan.dose_references:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..engine import CheckContext, Measurement
     from ..protocol import RuleSpec
 
-BUILTIN_FAMILIES = ("plan", "structures", "integrity", "geometry")
+BUILTIN_FAMILIES = ("plan", "structures", "integrity", "geometry", "dose")
 
 
 class NoParams(BaseModel):
