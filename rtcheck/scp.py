@@ -659,7 +659,11 @@ class CheckScheduler:
 
     def _submit(self, running: _Running) -> None:
         self._running[running.claim.fingerprint] = running
-        future = self._executor.submit(run_check_job, running.job)
+        try:
+            future = self._executor.submit(run_check_job, running.job)
+        except BrokenProcessPool:  # a worker died while idle (OOM killer, operator): new pool
+            self._replace_broken_executor()
+            future = self._executor.submit(run_check_job, running.job)
         future.add_done_callback(lambda f, r=running: self._queue.put(("done", (r, f))))
 
     def _finished(self, running: _Running, future: concurrent.futures.Future[CheckOutcome]) -> None:
@@ -697,9 +701,11 @@ class CheckScheduler:
         self._due[running.folder] = time.time()  # look again: new objects, or all resolved
 
     def _replace_broken_executor(self) -> None:
+        """Start a new worker pool if the current one is broken (several failures share one pool)."""
         try:
             self._executor.submit(warm_up, self.settings.protocol)
         except BrokenProcessPool:
+            _log(logging.WARNING, "worker_pool_restarted")
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
 

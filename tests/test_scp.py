@@ -331,7 +331,7 @@ def test_eight_senders_at_once(node: Node, courses: dict[str, Path]) -> None:
         (course,) = find_courses([courses[v]])
         assert report(path)["course_key"] == course.key
         assert_stored_identical(node, files)
-    time.sleep(QUIET_S + 1.0)  # a second report would have been written by now
+    time.sleep(QUIET_S + 0.5)  # a second report would have been written by now
     for v in variants:
         patient = str(pydicom.dcmread(course_files(courses[v])[0], stop_before_pixels=True).PatientID)
         assert len(node.reports_of(patient)) == 1, v
@@ -537,10 +537,71 @@ def test_sigkill_loses_no_acknowledged_object_and_no_check(
         if rest:
             assert send_files(scu(), node.port, rest) == [0] * len(rest)
         node.wait_for_reports("PHANTOM_single_plan_two_groups", 1)
-        time.sleep(2.0)  # past the quiet period: any duplicate would be there now
+        time.sleep(1.0)  # the restart re-examined A and B long ago: a duplicate would be there now
         for patient in ("PHANTOM_peaks_overdosed_14gy", "PHANTOM_peak_outside_gtv", "PHANTOM_single_plan_two_groups"):
             assert len(node.reports_of(patient)) == 1, patient
         assert node.stop() == 0
+    finally:
+        node.stop()
+
+
+def test_sigterm_lets_an_open_association_finish(tmp_path: Path, courses: dict[str, Path], raw_send: None) -> None:
+    node = Node(tmp_path / "node")
+    files = course_files(courses["valley_4gy"])
+    try:
+        node.start()
+        assoc = scu().associate("127.0.0.1", node.port)
+        assert assoc.is_established
+        assert assoc.send_c_store(files[0]).Status == 0
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the node has stopped accepting, and waits for this association
+        assert [assoc.send_c_store(f).Status for f in files[1:]] == [0] * (len(files) - 1)
+        assoc.release()
+        assert node.proc.wait(timeout=30) == 0
+        assert scu().associate("127.0.0.1", node.port).is_established is False
+
+        node.start()  # the check owed when it stopped is made now
+        node.wait_for_reports("PHANTOM_valley_4gy", 1)
+        assert_stored_identical(node, files)
+    finally:
+        node.stop()
+
+
+def _worker_pids(node_pid: int) -> list[int]:
+    """The node's worker processes (children running multiprocessing's spawn_main)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if ppid == node_pid and b"spawn_main" in cmdline:
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to find the worker processes")
+def test_a_dead_worker_is_replaced(tmp_path: Path, courses: dict[str, Path], raw_send: None) -> None:
+    node = Node(tmp_path / "node")
+    try:
+        node.start()
+        assert node.proc is not None
+        deadline = time.monotonic() + 20
+        while not (workers := _worker_pids(node.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        files = course_files(courses["sfrt_rx_7gy"])
+        assert send_files(scu(), node.port, files) == [0] * len(files)
+        (path,) = node.wait_for_reports("PHANTOM_sfrt_rx_7gy", 1)
+        assert report(path)["verdict"] == expected_verdict(courses["sfrt_rx_7gy"])[1]
     finally:
         node.stop()
 
