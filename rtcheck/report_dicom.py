@@ -1,0 +1,157 @@
+"""The compliance report back into the patient's record: an Encapsulated PDF Storage object.
+
+The PDF of :mod:`rtcheck.report_pdf` is wrapped in an Encapsulated PDF instance
+(SOP class 1.2.840.10008.5.1.4.1.1.104.1) that a PACS or the planning system's archive files
+next to the plan it judges:
+
+* Patient and General Study modules copied from the checked RT Plan (PatientName,
+  PatientID, PatientBirthDate, PatientSex, StudyInstanceUID, StudyDate/Time, StudyID,
+  AccessionNumber, ReferringPhysicianName), so the report lands in the plan's study;
+* a new series of its own (Modality DOC) and a new SOP Instance UID on every write;
+* the Encapsulated Document module's SourceInstanceSequence lists every object the report
+  was derived from (the plans, the structure set, the doses), by SOP class and instance UID:
+  that is how the standard says which instances a document was made from;
+* DocumentTitle carries the verdict, VerificationFlag is UNVERIFIED (no person has signed
+  the report), BurnedInAnnotation is YES (the PDF names the patient);
+* EncapsulatedDocumentLength holds the PDF's byte count: the value is padded to an even
+  length as DICOM requires, and the length gives the PDF back exactly.
+
+Dates and times are the report's creation time in UTC, with TimezoneOffsetFromUTC +0000.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from . import __version__
+from .errors import InputError
+from .figures import Figures
+from .report import Report
+from .report_pdf import render_pdf
+
+ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
+#: Series number of rtcheck's report series (a number the planning system's series rarely use).
+SERIES_NUMBER = 9001
+SERIES_DESCRIPTION = "rtcheck protocol compliance report"
+
+#: Copied from the plan: Patient module, then General Study module.
+_PATIENT = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+_STUDY = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
+#: Type 2 attributes of those modules: present even when the plan lacks them (then empty).
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
+
+
+def plan_dataset(report: Report) -> Dataset:
+    """The header of the report's first RT Plan, read from its file (the patient and study source)."""
+    plans = [f for f in report.files if f.modality == "RTPLAN"]
+    if not plans:
+        raise InputError(None, "the report lists no RTPLAN file: no patient or study to file the report under")
+    path = Path(plans[0].path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, InvalidDicomError) as exc:
+        raise InputError(path, f"cannot read the plan to copy its patient and study: {exc}") from exc
+
+
+def encapsulate_pdf(report: Report, pdf: bytes, plan: Dataset | None = None) -> Dataset:
+    """An Encapsulated PDF Storage dataset (with file meta) of ``pdf``, filed under the plan's
+    patient and study (``plan`` defaults to :func:`plan_dataset`)."""
+    if not pdf.startswith(b"%PDF-"):
+        raise ValueError("the document to encapsulate is not a PDF (it does not start with %PDF-)")
+    plan = plan_dataset(report) if plan is None else plan
+    if not plan.get("StudyInstanceUID"):
+        raise InputError(None, "the plan has no StudyInstanceUID: the report cannot be filed in its study")
+    created = _created(report)
+    ds = Dataset()
+    text = [str(plan.get(k, "")) for k in _PATIENT + _STUDY]
+    if not all(t.isascii() for t in text):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword in _PATIENT + _STUDY:
+        if keyword in plan and plan[keyword].value not in (None, ""):
+            setattr(ds, keyword, plan[keyword].value)
+        elif keyword in _TYPE2:
+            setattr(ds, keyword, "")
+    # SOP Common
+    ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceCreationDate = created.strftime("%Y%m%d")
+    ds.InstanceCreationTime = created.strftime("%H%M%S")
+    ds.TimezoneOffsetFromUTC = "+0000"
+    # Encapsulated Document Series
+    ds.Modality = "DOC"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = SERIES_NUMBER
+    ds.SeriesDescription = SERIES_DESCRIPTION
+    # General Equipment, SC Equipment
+    ds.Manufacturer = "rtcheck"
+    ds.SoftwareVersions = __version__
+    ds.ConversionType = "WSD"
+    # Encapsulated Document
+    ds.InstanceNumber = 1
+    ds.ContentDate = created.strftime("%Y%m%d")
+    ds.ContentTime = created.strftime("%H%M%S")
+    ds.AcquisitionDateTime = created.strftime("%Y%m%d%H%M%S")
+    ds.BurnedInAnnotation = "YES"
+    ds.RecognizableVisualFeatures = "NO"
+    ds.DocumentTitle = f"rtcheck {report.protocol.name}: {report.verdict.label}"[:64]
+    ds.ConceptNameCodeSequence = []
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.SourceInstanceSequence = [_reference(f.sop_class_uid, f.sop_instance_uid) for f in report.files]
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
+    ds.EncapsulatedDocumentLength = len(pdf)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationVersionName = f"RTCHECK_{__version__}"[:16]
+    ds.file_meta = meta
+    return ds
+
+
+def write_dicom(report: Report, figures: Figures | None, path: Path | str, plan: Dataset | None = None) -> Path:
+    """Render the report as PDF, encapsulate it (:func:`encapsulate_pdf`) and save it at ``path``."""
+    path = Path(path)
+    ds = encapsulate_pdf(report, render_pdf(report, figures), plan)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def encapsulated_pdf(ds: Dataset) -> bytes:
+    """The PDF bytes of an Encapsulated PDF dataset, without the padding byte."""
+    data = bytes(ds.EncapsulatedDocument)
+    length = ds.get("EncapsulatedDocumentLength")
+    return data[: int(length)] if length is not None else data
+
+
+def _reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class_uid
+    item.ReferencedSOPInstanceUID = sop_instance_uid
+    return item
+
+
+def _created(report: Report) -> datetime:
+    """The report's creation time in UTC (now, if the report's timestamp cannot be read)."""
+    try:
+        created = datetime.fromisoformat(report.created)
+    except ValueError:
+        created = datetime.now().astimezone()
+    if created.tzinfo is None:
+        created = created.astimezone()
+    return created.astimezone(UTC)

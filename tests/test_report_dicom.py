@@ -1,0 +1,90 @@
+"""The report as an Encapsulated PDF object filed in the plan's patient and study.
+
+``dciodvfy`` (dicom3tools) must find no error in it; the tests fail, instead of skipping,
+when dciodvfy is missing and the environment variable CI is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.errors import InputError
+from rtcheck.figures import build_figures
+from rtcheck.report_dicom import ENCAPSULATED_PDF_STORAGE, encapsulate_pdf, encapsulated_pdf, write_dicom
+from rtcheck.report_pdf import render_pdf
+
+
+def dciodvfy(path: Path) -> str:
+    found = shutil.which("dciodvfy")
+    if not found:
+        message = "dciodvfy not found (apt-get install dicom3tools)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run([found, str(path)], capture_output=True, text=True, timeout=120)
+    return out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("variant", ["compliant", "peak_near_gtv_edge"])
+def test_report_object_is_valid_and_filed_with_the_plan(variant: str, course_dir, tmp_path: Path) -> None:
+    protocol = load_protocol()
+    course = find_courses([course_dir(variant)])[0]
+    report = check_course(course, protocol)
+    figures = build_figures(course, report, protocol) if variant == "compliant" else None
+    path = write_dicom(report, figures, tmp_path / "report.dcm")
+
+    verdict = dciodvfy(path)
+    assert "EncapsulatedPDF" in verdict  # dciodvfy recognised the IOD
+    problems = [line for line in verdict.splitlines() if line.startswith(("Error", "Warning"))]
+    assert problems == []
+
+    ds = pydicom.dcmread(path)
+    plan = pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
+    assert ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE == ds.file_meta.MediaStorageSOPClassUID
+    assert ds.Modality == "DOC"
+    for keyword in ("PatientID", "PatientName", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyID"):
+        assert ds[keyword].value == plan[keyword].value, keyword
+    assert ds.SeriesInstanceUID != plan.SeriesInstanceUID
+    assert ds.SOPInstanceUID not in {f.sop_instance_uid for f in report.files}
+    referenced = {(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in ds.SourceInstanceSequence}
+    assert {(f.sop_class_uid, f.sop_instance_uid) for f in report.files} == referenced
+    assert {p.sop_instance_uid for p in report.plans} <= {uid for _, uid in referenced}
+    assert report.verdict.label in ds.DocumentTitle
+    pdf = encapsulated_pdf(ds)
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert len(pdf) == ds.EncapsulatedDocumentLength
+
+
+def test_encapsulated_bytes_are_the_pdf_exactly(course_dir, tmp_path: Path) -> None:
+    course = find_courses([course_dir("sfrt_rx_6gy")])[0]
+    report = check_course(course, load_protocol())
+    pdf = render_pdf(report, None)
+    for document in (pdf, pdf + b"\n"):  # an odd and an even length: DICOM pads the odd one
+        ds = encapsulate_pdf(report, document)
+        path = tmp_path / f"r{len(document)}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        back = pydicom.dcmread(path)
+        assert len(back.EncapsulatedDocument) % 2 == 0
+        assert encapsulated_pdf(back) == document
+    first, second = encapsulate_pdf(report, pdf), encapsulate_pdf(report, pdf)
+    assert first.SOPInstanceUID != second.SOPInstanceUID
+    assert first.SeriesInstanceUID != second.SeriesInstanceUID
+
+
+def test_refuses_what_it_cannot_file(course_dir, tmp_path: Path) -> None:
+    course = find_courses([course_dir("compliant")])[0]
+    report = check_course(course, load_protocol())
+    with pytest.raises(ValueError, match="not a PDF"):
+        encapsulate_pdf(report, b"<html></html>")
+    moved = report.model_copy(
+        update={"files": [f.model_copy(update={"path": str(tmp_path / "gone.dcm")}) for f in report.files]}
+    )
+    with pytest.raises(InputError, match=r"gone\.dcm: cannot read the plan"):
+        encapsulate_pdf(moved, b"%PDF-1.4\n%%EOF\n")
