@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +34,7 @@ import shapely
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from .arms import detect_arm
 from .assembly import CourseFiles, load_course
@@ -117,7 +118,7 @@ class Figures:
 
     plots: list[Plot] = field(default_factory=list)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Plot]:
         return iter(self.plots)
 
     def __len__(self) -> int:
@@ -176,14 +177,14 @@ class _Scene:
         return self._structure_doses[key]
 
     def band(self, component: str) -> tuple[float, float] | None:
-        """The first two-sided per-protocol dose range among the component's rules."""
-        for m in self.markers.get(component, []):
-            if m.low is not None and m.high is not None and m.volume_percent is None:
-                return m.low, m.high
-        for m in self.markers.get(component, []):
-            if m.low is not None and m.high is not None:
-                return m.low, m.high
-        return None
+        """The component's dose band: its first two-sided per-protocol range (a prescription's
+        or a mean dose's before a Dxx%'s, which limits one point of the DVH only)."""
+        ranges = [m for m in self.markers.get(component, []) if m.low is not None and m.high is not None]
+        if not ranges:
+            return None
+        m = min(ranges, key=lambda m: m.volume_percent is not None)  # stable: protocol order otherwise
+        assert m.low is not None and m.high is not None
+        return m.low, m.high
 
     def solids(self, role: str) -> list[Solid]:
         """One solid per ROI playing ``role`` ([] when the protocol has no such role)."""
@@ -300,10 +301,9 @@ _D_LEVEL = re.compile(r"^D(\d+(?:\.\d+)?)%$")
 
 def _dvh_level(spec: RuleSpec) -> float | None:
     """The volume percentage of a 'Dxx%' rule (D95% -> 95), from its metric parameter."""
-    for text in (str(spec.params.get("metric", "")),):
-        match = _D_LEVEL.search(text)
-        if match and 0 < float(match.group(1)) <= 100:
-            return float(match.group(1))
+    match = _D_LEVEL.search(str(spec.params.get("metric", "")))
+    if match and 0 < float(match.group(1)) <= 100:
+        return float(match.group(1))
     return None
 
 
@@ -411,9 +411,9 @@ def _dvh_plot(scene: _Scene, component: str) -> tuple[Figure, str]:
     for curve, colour in zip(curves, colours, strict=True):
         label = curve.name + (" (part in grid)" if curve.partial else "")
         ax.plot(edges, _cumulative(curve.dose, edges), styles[curve.kind], color=colour, lw=1.6, label=label)
+    ax.set_xlim(0, top)
     for i, m in enumerate(markers):
         _draw_limits(ax, m, i)
-    ax.set_xlim(0, top)
     ax.set_ylim(0, 102)
     ax.set_xlabel("dose per fraction (cGy)")
     ax.set_ylabel("volume (%)")
@@ -448,8 +448,16 @@ def _draw_limits(ax: Axes, m: _Marker, index: int) -> None:
         if m.volume_percent is not None:
             ax.plot([value], [m.volume_percent], marker="D", ms=6, color=colour, mec="black", mew=0.6)
     x = m.low if m.low is not None else m.high
+    right = x is not None and x > 0.55 * ax.get_xlim()[1]  # label to the left of the line, inside the axes
     ax.annotate(
-        m.label, xy=(x, 99 - 5 * index), xytext=(3, -2), textcoords="offset points", fontsize=7, color=colour, va="top"
+        m.label,
+        xy=(x, 99 - 5 * index),
+        xytext=(-3 if right else 3, -2),
+        textcoords="offset points",
+        fontsize=7,
+        color=colour,
+        va="top",
+        ha="right" if right else "left",
     )
 
 
@@ -595,7 +603,9 @@ def _sample_plane(
     return dose * 100.0, (xs[0] - half, xs[-1] + half, vs[0] - half, vs[-1] + half)
 
 
-def _show(ax: Axes, plane: tuple[np.ndarray, tuple[float, float, float, float]], vmax: float, *, flip_vertical: bool):  # type: ignore[no-untyped-def]
+def _show(
+    ax: Axes, plane: tuple[np.ndarray, tuple[float, float, float, float]], vmax: float, *, flip_vertical: bool
+) -> AxesImage:
     dose, (x0, x1, v0, v1) = plane
     extent = (x0, x1, v1, v0) if flip_vertical else (x0, x1, v0, v1)
     image = ax.imshow(
@@ -731,8 +741,10 @@ def _ldrt_plot(scene: _Scene, component: str) -> tuple[Figure, str]:
     spec = scene.ctx.protocol.components[component]
     targets = [(s, kind) for s, kind in _component_structures(scene, component) if kind == "target"]
     excluded = [(s, "excluded") for role in EXCLUDED_ROLES for s in scene.solids(role)]
-    seen: set[str] = set()
-    rows = [(s, k) for s, k in targets + excluded if not (s.name in seen or seen.add(s.name))]  # type: ignore[func-returns-value]
+    unique: dict[str, tuple[Solid, str]] = {}
+    for solid, kind in targets + excluded:
+        unique.setdefault(solid.name, (solid, kind))
+    rows = list(unique.values())
     if not rows:
         raise FigureUnavailable(f"no target of component {component} ({', '.join(spec.target_roles)}) is drawn")
     curves, skipped = _curves(scene, component, rows)

@@ -111,7 +111,11 @@ def encapsulate_pdf(report: Report, pdf: bytes, plan: Dataset | None = None) -> 
     ds.DocumentTitle = f"rtcheck {report.protocol.name}: {report.verdict.label}"[:64]
     ds.ConceptNameCodeSequence = []
     ds.VerificationFlag = "UNVERIFIED"
-    ds.SourceInstanceSequence = [_reference(f.sop_class_uid, f.sop_instance_uid) for f in report.files]
+    sources = [(f.sop_class_uid, f.sop_instance_uid) for f in report.files]
+    if not sources and plan.get("SOPInstanceUID"):  # a report of an incomplete course lists no files
+        sources = [(str(plan.SOPClassUID), str(plan.SOPInstanceUID))]
+    if sources:
+        ds.SourceInstanceSequence = [_reference(*source) for source in sources]
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)

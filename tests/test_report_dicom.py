@@ -14,9 +14,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.api import check_course, find_courses, incomplete_report, load_protocol
 from rtcheck.errors import InputError
 from rtcheck.figures import build_figures
+from rtcheck.phantom import write_plan_without_structure_set
 from rtcheck.report_dicom import ENCAPSULATED_PDF_STORAGE, encapsulate_pdf, encapsulated_pdf, write_dicom
 from rtcheck.report_pdf import render_pdf
 
@@ -88,3 +89,20 @@ def test_refuses_what_it_cannot_file(course_dir, tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"gone\.dcm: cannot read the plan"):
         encapsulate_pdf(moved, b"%PDF-1.4\n%%EOF\n")
+
+
+def test_report_of_an_incomplete_course_is_filed_under_the_plan_given(tmp_path: Path) -> None:
+    write_plan_without_structure_set(tmp_path / "course")
+    course = find_courses([tmp_path / "course"])[0]
+    assert course.missing
+    report = incomplete_report(course, load_protocol())
+    with pytest.raises(InputError, match="lists no RTPLAN"):
+        encapsulate_pdf(report, render_pdf(report, None))
+    plan = pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
+    path = tmp_path / "report.dcm"
+    encapsulate_pdf(report, render_pdf(report, None), plan).save_as(path, enforce_file_format=True)
+    assert [line for line in dciodvfy(path).splitlines() if line.startswith(("Error", "Warning"))] == []
+    ds = pydicom.dcmread(path)
+    assert ds.StudyInstanceUID == plan.StudyInstanceUID
+    assert [i.ReferencedSOPInstanceUID for i in ds.SourceInstanceSequence] == [plan.SOPInstanceUID]
+    assert "not evaluable" in ds.DocumentTitle
