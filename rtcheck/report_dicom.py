@@ -17,6 +17,11 @@ next to the plan it judges:
   length as DICOM requires, and the length gives the PDF back exactly.
 
 Dates and times are the report's creation time in UTC, with TimezoneOffsetFromUTC +0000.
+
+:func:`findings_sr` writes the same findings as a Basic Text SR (one TEXT item per rule,
+under the verdict), for archives and viewers that index structured reports; its evidence
+(CurrentRequestedProcedureEvidenceSequence) is the same set of plans, structure set and
+doses, grouped by study and series as the SR Document General module requires.
 """
 
 from __future__ import annotations
@@ -32,10 +37,20 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from . import __version__
 from .errors import InputError
 from .figures import Figures
+from .render import format_limits, format_value
 from .report import Report
 from .report_pdf import render_pdf
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
+BASIC_TEXT_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"
+#: Concepts of the SR (DICOM's own DCM codes, PS3.16 Annex D).
+_CODES = {
+    "report": ("121070", "DCM", "Findings"),
+    "verdict": ("121076", "DCM", "Conclusion"),
+    "protocol": ("121106", "DCM", "Comment"),
+    "arm": ("121106", "DCM", "Comment"),
+    "finding": ("121071", "DCM", "Finding"),
+}
 #: Series number of rtcheck's report series (a number the planning system's series rarely use).
 SERIES_NUMBER = 9001
 SERIES_DESCRIPTION = "rtcheck protocol compliance report"
@@ -74,32 +89,16 @@ def encapsulate_pdf(report: Report, pdf: bytes, plan: Dataset | None = None) -> 
     if not pdf.startswith(b"%PDF-"):
         raise ValueError("the document to encapsulate is not a PDF (it does not start with %PDF-)")
     plan = plan_dataset(report) if plan is None else plan
-    if not plan.get("StudyInstanceUID"):
-        raise InputError(None, "the plan has no StudyInstanceUID: the report cannot be filed in its study")
     created = _created(report)
-    ds = Dataset()
-    text = [str(plan.get(k, "")) for k in _PATIENT + _STUDY]
-    if not all(t.isascii() for t in text):
-        ds.SpecificCharacterSet = "ISO_IR 192"
-    for keyword in _PATIENT + _STUDY:
-        if keyword in plan and plan[keyword].value not in (None, ""):
-            setattr(ds, keyword, plan[keyword].value)
-        elif keyword in _TYPE2:
-            setattr(ds, keyword, "")
-    # SOP Common
+    ds = _document_header(report, plan)
     ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
     ds.SOPInstanceUID = generate_uid()
-    ds.InstanceCreationDate = created.strftime("%Y%m%d")
-    ds.InstanceCreationTime = created.strftime("%H%M%S")
-    ds.TimezoneOffsetFromUTC = "+0000"
     # Encapsulated Document Series
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = SERIES_NUMBER
     ds.SeriesDescription = SERIES_DESCRIPTION
-    # General Equipment, SC Equipment
-    ds.Manufacturer = "rtcheck"
-    ds.SoftwareVersions = __version__
+    # SC Equipment
     ds.ConversionType = "WSD"
     # Encapsulated Document
     ds.InstanceNumber = 1
@@ -119,13 +118,40 @@ def encapsulate_pdf(report: Report, pdf: bytes, plan: Dataset | None = None) -> 
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
+    ds.file_meta = _file_meta(ds)
+    return ds
+
+
+def _document_header(report: Report, plan: Dataset) -> Dataset:
+    """What every rtcheck document shares: the plan's patient and study, rtcheck as the
+    equipment, and the SOP Common creation time."""
+    if not plan.get("StudyInstanceUID"):
+        raise InputError(None, "the plan has no StudyInstanceUID: the report cannot be filed in its study")
+    created = _created(report)
+    ds = Dataset()
+    text = [str(plan.get(k, "")) for k in _PATIENT + _STUDY]
+    if not all(t.isascii() for t in text):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword in _PATIENT + _STUDY:
+        if keyword in plan and plan[keyword].value not in (None, ""):
+            setattr(ds, keyword, plan[keyword].value)
+        elif keyword in _TYPE2:
+            setattr(ds, keyword, "")
+    ds.InstanceCreationDate = created.strftime("%Y%m%d")
+    ds.InstanceCreationTime = created.strftime("%H%M%S")
+    ds.TimezoneOffsetFromUTC = "+0000"
+    ds.Manufacturer = "rtcheck"
+    ds.SoftwareVersions = __version__
+    return ds
+
+
+def _file_meta(ds: Dataset) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationVersionName = f"RTCHECK_{__version__}"[:16]
-    ds.file_meta = meta
-    return ds
+    return meta
 
 
 def write_dicom(report: Report, figures: Figures | None, path: Path | str, plan: Dataset | None = None) -> Path:
@@ -141,6 +167,111 @@ def encapsulated_pdf(ds: Dataset) -> bytes:
     data = bytes(ds.EncapsulatedDocument)
     length = ds.get("EncapsulatedDocumentLength")
     return data[: int(length)] if length is not None else data
+
+
+def findings_sr(report: Report, plan: Dataset | None = None) -> Dataset:
+    """A Basic Text SR of the report's findings (with file meta), in the plan's study, in
+    a new series: the verdict, protocol and arm, then one TEXT item per rule."""
+    plan = plan_dataset(report) if plan is None else plan
+    header = _document_header(report, plan)
+    created = _created(report)
+    ds = header
+    ds.SpecificCharacterSet = "ISO_IR 192"  # findings quote limits such as "≥ 10 mm"
+    ds.SOPClassUID = BASIC_TEXT_SR_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = SERIES_NUMBER + 1
+    ds.SeriesDescription = "rtcheck protocol compliance findings"
+    ds.ReferencedPerformedProcedureStepSequence = []
+    ds.InstanceNumber = 1
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.ContentDate = created.strftime("%Y%m%d")
+    ds.ContentTime = created.strftime("%H%M%S")
+    ds.PerformedProcedureCodeSequence = []
+    evidence = _evidence(report, plan)
+    if evidence:
+        ds.CurrentRequestedProcedureEvidenceSequence = evidence
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [_code("report")]
+    ds.ContinuityOfContent = "SEPARATE"
+    arm = report.arm.arm or "none detected"
+    items = [
+        _text("verdict", report.verdict.label),
+        _text(
+            "protocol", f"protocol {report.protocol.name} v{report.protocol.version} (sha256 {report.protocol.sha256})"
+        ),
+        _text("arm", f"arm {arm}" + (" (given)" if report.arm.overridden else " (detected)")),
+    ]
+    for rule in report.rules:
+        measured = format_value(rule.value, rule.unit)
+        limits = format_limits(rule.per_protocol, rule.unit)
+        items.append(
+            _text(
+                "finding",
+                f"{rule.id}: {rule.status.label}; measured {measured} (per protocol {limits}); {rule.message}",
+            )
+        )
+    ds.ContentSequence = items
+    ds.file_meta = _file_meta(ds)
+    return ds
+
+
+def write_findings_sr(report: Report, path: Path | str, plan: Dataset | None = None) -> Path:
+    """Save :func:`findings_sr` at ``path``."""
+    path = Path(path)
+    findings_sr(report, plan).save_as(path, enforce_file_format=True)
+    return path
+
+
+def _code(key: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = _CODES[key]
+    return item
+
+
+def _text(key: str, value: str) -> Dataset:
+    item = Dataset()
+    item.RelationshipType = "CONTAINS"
+    item.ValueType = "TEXT"
+    item.ConceptNameCodeSequence = [_code(key)]
+    item.TextValue = value
+    return item
+
+
+def _evidence(report: Report, plan: Dataset) -> list[Dataset]:
+    """The report's input objects by study and series (read from their files' headers)."""
+    series: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    headers = []
+    for f in report.files:
+        try:
+            headers.append(
+                pydicom.dcmread(
+                    f.path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID"]
+                )
+            )
+        except (OSError, InvalidDicomError) as exc:
+            raise InputError(f.path, f"cannot read it to reference it as evidence: {exc}") from exc
+    pairs = [(f.sop_class_uid, f.sop_instance_uid) for f in report.files]
+    if not pairs:
+        headers, pairs = [plan], [(str(plan.SOPClassUID), str(plan.SOPInstanceUID))]
+    for header, pair in zip(headers, pairs, strict=True):
+        key = (str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", "")))
+        series.setdefault(key, []).append(pair)
+    studies: dict[str, list[Dataset]] = {}
+    for (study_uid, series_uid), refs in series.items():
+        item = Dataset()
+        item.SeriesInstanceUID = series_uid
+        item.ReferencedSOPSequence = [_reference(*ref) for ref in refs]
+        studies.setdefault(study_uid, []).append(item)
+    out = []
+    for study_uid, items in studies.items():
+        study = Dataset()
+        study.StudyInstanceUID = study_uid
+        study.ReferencedSeriesSequence = items
+        out.append(study)
+    return out
 
 
 def _reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:

@@ -18,7 +18,14 @@ from rtcheck.api import check_course, find_courses, incomplete_report, load_prot
 from rtcheck.errors import InputError
 from rtcheck.figures import build_figures
 from rtcheck.phantom import write_plan_without_structure_set
-from rtcheck.report_dicom import ENCAPSULATED_PDF_STORAGE, encapsulate_pdf, encapsulated_pdf, write_dicom
+from rtcheck.report_dicom import (
+    BASIC_TEXT_SR_STORAGE,
+    ENCAPSULATED_PDF_STORAGE,
+    encapsulate_pdf,
+    encapsulated_pdf,
+    write_dicom,
+    write_findings_sr,
+)
 from rtcheck.report_pdf import render_pdf
 
 
@@ -106,3 +113,26 @@ def test_report_of_an_incomplete_course_is_filed_under_the_plan_given(tmp_path: 
     assert ds.StudyInstanceUID == plan.StudyInstanceUID
     assert [i.ReferencedSOPInstanceUID for i in ds.SourceInstanceSequence] == [plan.SOPInstanceUID]
     assert "not evaluable" in ds.DocumentTitle
+
+
+def test_findings_sr_lists_every_rule_and_references_the_inputs(course_dir, tmp_path: Path) -> None:
+    course = find_courses([course_dir("peak_near_gtv_edge")])[0]
+    report = check_course(course, load_protocol())
+    path = write_findings_sr(report, tmp_path / "findings.dcm")
+    assert [line for line in dciodvfy(path).splitlines() if line.startswith(("Error", "Warning"))] == []
+    ds = pydicom.dcmread(path)
+    plan = pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
+    assert ds.SOPClassUID == BASIC_TEXT_SR_STORAGE and ds.Modality == "SR"
+    assert (ds.PatientID, ds.StudyInstanceUID) == (plan.PatientID, plan.StudyInstanceUID)
+    texts = [item.TextValue for item in ds.ContentSequence]
+    assert texts[0] == "unacceptable deviation"
+    for rule in report.rules:
+        assert any(t.startswith(f"{rule.id}: {rule.status.label};") for t in texts), rule.id
+    assert "peaks.margin_to_gtv: unacceptable deviation; measured 3.93 mm (per protocol ≥ 10 mm)" in "\n".join(texts)
+    referenced = {
+        ref.ReferencedSOPInstanceUID
+        for study in ds.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert referenced == {f.sop_instance_uid for f in report.files}
