@@ -74,10 +74,11 @@ def test_compliant_course_is_per_protocol(capsys: pytest.CaptureFixture[str], co
             ExitCode.UNACCEPTABLE_DEVIATION,
         ),
         (
+            # Without a cord its dose constraint cannot be evaluated either: the worst is N/E.
             "missing_spinal_cord",
             ["structures.required"],
             "unacceptable_deviation",
-            ExitCode.UNACCEPTABLE_DEVIATION,
+            ExitCode.NOT_EVALUABLE,
         ),
         (
             "ldrt_targets_brain_met",
@@ -270,6 +271,9 @@ def test_frame_of_reference_mismatch_is_an_integrity_error(
         e["keyword"] == "FrameOfReferenceUID" and e["file"].endswith("RD.LDRT.dcm")
         for e in integrity["evidence"]["errors"]
     )
+    # Dose and structures in different coordinates: no dose rule may pretend to know.
+    valley = next(r for r in payload["reports"][0]["rules"] if r["id"] == "valley.dose")
+    assert valley["status"] == "not_evaluable" and "frame of reference" in valley["message"]
 
 
 def test_malformed_protocol(capsys: pytest.CaptureFixture[str], course_dir, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..dose import DoseError, DoseGrid, component_dose, resample
-from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, structure_dose
+from ..dose import DoseError, DoseGrid, component_dose, resample, same_axes
+from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, voxelise
 from ..engine import CheckContext, Item, Measurement, NotEvaluable
 from ..geometry import Solid
 from ..protocol import RuleSpec
@@ -83,14 +83,31 @@ def _per_fraction(ctx: CheckContext, component: str) -> tuple[DoseGrid, int]:
             dose = component_dose(ctx.course, comp.parts)
         except DoseError as exc:
             raise NotEvaluable(str(exc)) from exc
+        ss = ctx.course.structure_set
+        structures_for = ss.frame_of_reference_uid if ss is not None else None
+        dose_for = dose.total.frame_of_reference_uid
+        if structures_for and dose_for and structures_for != dose_for:
+            raise NotEvaluable(
+                f"the {component} dose is in frame of reference {dose_for}, the structures in {structures_for}"
+            )
         ctx.cache[key] = (dose.per_fraction, dose.fractions)
     return ctx.cache[key]
 
 
 def _structure_dose(ctx: CheckContext, grid_key: str, grid: DoseGrid, solid: Solid) -> StructureDose:
+    """The solid's dose under ``grid``, voxelising each solid once per grid geometry.
+
+    Components usually share one dose grid geometry (per fraction and total too), so one
+    voxelisation serves every dose of the course on it.
+    """
     key = ("sd", grid_key, id(solid))
     if key not in ctx.cache:
-        ctx.cache[key] = structure_dose(grid, solid)
+        voxelised = ctx.cache.setdefault("voxelised", [])
+        vox = next((v for s, v in voxelised if s is solid and same_axes(v.axes, grid.axes)), None)
+        if vox is None:
+            vox = voxelise(grid, solid)
+            voxelised.append((solid, vox))
+        ctx.cache[key] = vox.dose(grid)
     return ctx.cache[key]
 
 
@@ -176,9 +193,7 @@ def pvdr(ctx: CheckContext, spec: RuleSpec, params: PvdrParams) -> Measurement:
         if value is None:
             raise NotEvaluable(f"{p.name}: {detail['reason']}")
         peak_means.append(value)
-    valley_mean, _ = _evaluate(
-        _structure_dose(ctx, params.component, grid, valley), "Dmean", COVERAGE_TOLERANCE_CC
-    )
+    valley_mean, _ = _evaluate(_structure_dose(ctx, params.component, grid, valley), "Dmean", COVERAGE_TOLERANCE_CC)
     lesion_sd = _structure_dose(ctx, params.component, grid, lesion)
     if valley_mean is None or lesion_sd.uncovered_cc > COVERAGE_TOLERANCE_CC:
         raise NotEvaluable("the valley or the lesion lies partly outside the dose grid")
