@@ -1,4 +1,4 @@
-"""The report as an Encapsulated PDF object filed in the plan's patient and study.
+"""The report as an Encapsulated PDF object and a Basic Text SR, filed in the plan's patient and study.
 
 ``dciodvfy`` (dicom3tools) must find no error in it; the tests fail, instead of skipping,
 when dciodvfy is missing and the environment variable CI is set.
@@ -9,15 +9,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from rtcheck.api import check_course, find_courses, incomplete_report, load_protocol
+from rtcheck.assembly import CourseFiles
 from rtcheck.errors import InputError
 from rtcheck.figures import build_figures
 from rtcheck.phantom import write_plan_without_structure_set
+from rtcheck.report import Report
 from rtcheck.report_dicom import (
     BASIC_TEXT_SR_STORAGE,
     ENCAPSULATED_PDF_STORAGE,
@@ -27,6 +30,20 @@ from rtcheck.report_dicom import (
     write_findings_sr,
 )
 from rtcheck.report_pdf import render_pdf
+
+
+@pytest.fixture(scope="module")
+def checked(course_dir) -> Callable[[str], tuple[CourseFiles, Report]]:
+    """Course files and report of a phantom variant, computed once per module."""
+    done: dict[str, tuple[CourseFiles, Report]] = {}
+
+    def get(variant: str) -> tuple[CourseFiles, Report]:
+        if variant not in done:
+            course = find_courses([course_dir(variant)])[0]
+            done[variant] = (course, check_course(course, load_protocol()))
+        return done[variant]
+
+    return get
 
 
 def dciodvfy(path: Path) -> str:
@@ -41,10 +58,9 @@ def dciodvfy(path: Path) -> str:
 
 
 @pytest.mark.parametrize("variant", ["compliant", "peak_near_gtv_edge"])
-def test_report_object_is_valid_and_filed_with_the_plan(variant: str, course_dir, tmp_path: Path) -> None:
+def test_report_object_is_valid_and_filed_with_the_plan(variant: str, checked, tmp_path: Path) -> None:
     protocol = load_protocol()
-    course = find_courses([course_dir(variant)])[0]
-    report = check_course(course, protocol)
+    course, report = checked(variant)
     figures = build_figures(course, report, protocol) if variant == "compliant" else None
     path = write_dicom(report, figures, tmp_path / "report.dcm")
 
@@ -70,9 +86,8 @@ def test_report_object_is_valid_and_filed_with_the_plan(variant: str, course_dir
     assert len(pdf) == ds.EncapsulatedDocumentLength
 
 
-def test_encapsulated_bytes_are_the_pdf_exactly(course_dir, tmp_path: Path) -> None:
-    course = find_courses([course_dir("sfrt_rx_6gy")])[0]
-    report = check_course(course, load_protocol())
+def test_encapsulated_bytes_are_the_pdf_exactly(checked, tmp_path: Path) -> None:
+    _, report = checked("sfrt_rx_6gy")
     pdf = render_pdf(report, None)
     for document in (pdf, pdf + b"\n"):  # an odd and an even length: DICOM pads the odd one
         ds = encapsulate_pdf(report, document)
@@ -86,9 +101,8 @@ def test_encapsulated_bytes_are_the_pdf_exactly(course_dir, tmp_path: Path) -> N
     assert first.SeriesInstanceUID != second.SeriesInstanceUID
 
 
-def test_refuses_what_it_cannot_file(course_dir, tmp_path: Path) -> None:
-    course = find_courses([course_dir("compliant")])[0]
-    report = check_course(course, load_protocol())
+def test_refuses_what_it_cannot_file(checked, tmp_path: Path) -> None:
+    _, report = checked("compliant")
     with pytest.raises(ValueError, match="not a PDF"):
         encapsulate_pdf(report, b"<html></html>")
     moved = report.model_copy(
@@ -115,9 +129,8 @@ def test_report_of_an_incomplete_course_is_filed_under_the_plan_given(tmp_path: 
     assert "not evaluable" in ds.DocumentTitle
 
 
-def test_findings_sr_lists_every_rule_and_references_the_inputs(course_dir, tmp_path: Path) -> None:
-    course = find_courses([course_dir("peak_near_gtv_edge")])[0]
-    report = check_course(course, load_protocol())
+def test_findings_sr_lists_every_rule_and_references_the_inputs(checked, tmp_path: Path) -> None:
+    course, report = checked("peak_near_gtv_edge")
     path = write_findings_sr(report, tmp_path / "findings.dcm")
     assert [line for line in dciodvfy(path).splitlines() if line.startswith(("Error", "Warning"))] == []
     ds = pydicom.dcmread(path)

@@ -10,14 +10,30 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.assembly import CourseFiles
 from rtcheck.figures import build_figures
-from rtcheck.report import Status
+from rtcheck.report import Report, Status
 from rtcheck.report_pdf import render_pdf, write_pdf
+
+
+@pytest.fixture(scope="module")
+def checked(course_dir) -> Callable[[str], tuple[CourseFiles, Report]]:
+    """Course files and report of a phantom variant, computed once per module."""
+    done: dict[str, tuple[CourseFiles, Report]] = {}
+
+    def get(variant: str) -> tuple[CourseFiles, Report]:
+        if variant not in done:
+            course = find_courses([course_dir(variant)])[0]
+            done[variant] = (course, check_course(course, load_protocol()))
+        return done[variant]
+
+    return get
 
 
 def tool(name: str) -> str:
@@ -53,9 +69,8 @@ def pdf_pages(path: Path) -> int:
         ("peaks_underdosed_6gy", {"sfrt.peak_dose"}),
     ],
 )
-def test_pdf_names_the_verdict_and_every_failing_rule(variant: str, failing: set[str], course_dir, tmp_path) -> None:
-    course = find_courses([course_dir(variant)])[0]
-    report = check_course(course, load_protocol())
+def test_pdf_names_the_verdict_and_every_failing_rule(variant: str, failing: set[str], checked, tmp_path) -> None:
+    _, report = checked(variant)
     bad = {r.id for r in report.rules if r.status is not Status.PER_PROTOCOL}
     assert failing <= bad
     path = write_pdf(report, None, tmp_path / "report.pdf")
@@ -78,10 +93,9 @@ def test_pdf_names_the_verdict_and_every_failing_rule(variant: str, failing: set
         assert "Nothing: all" in text
 
 
-def test_pdf_with_figures_is_a4_and_reads_well(course_dir, tmp_path: Path) -> None:
+def test_pdf_with_figures_is_a4_and_reads_well(checked, tmp_path: Path) -> None:
     protocol = load_protocol()
-    course = find_courses([course_dir("compliant")])[0]
-    report = check_course(course, protocol)
+    course, report = checked("compliant")
     figures = build_figures(course, report, protocol)
     pdf = render_pdf(report, figures)
     path = tmp_path / "report.pdf"
@@ -100,10 +114,9 @@ def test_pdf_with_figures_is_a4_and_reads_well(course_dir, tmp_path: Path) -> No
     assert f"{report.counts['per_protocol']} per protocol · 0 acceptable variation" in text
 
 
-def test_pdf_of_a_course_without_figures_says_why(course_dir, tmp_path: Path) -> None:
+def test_pdf_of_a_course_without_figures_says_why(checked, tmp_path: Path) -> None:
     protocol = load_protocol()
-    course = find_courses([course_dir("multi_plan_dose")])[0]
-    report = check_course(course, protocol)
+    course, report = checked("multi_plan_dose")
     figures = build_figures(course, report, protocol)
     path = write_pdf(report, figures, tmp_path / "report.pdf")
     text = " ".join(pdf_text(path).split())
