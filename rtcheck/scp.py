@@ -78,6 +78,7 @@ from .storage import (
     ObjectStore,
     StoreError,
     course_fingerprint,
+    failure_outcome,
     folder_state,
     init_worker,
     quiet_pydicom,
@@ -85,7 +86,7 @@ from .storage import (
     remove_temporary_files,
     run_check_job,
     warm_up,
-    write_failure_report,
+    write_report,
 )
 
 __all__ = ["StorageNode", "add_serve_arguments", "main", "run_serve"]
@@ -505,11 +506,22 @@ class StorageNode:
 
 
 @dataclass
-class _Running:
-    claim: Claim
+class _Job:
+    """A check in a worker process, or its finished report waiting to be wanted.
+
+    ``claim`` is None while the check is *early*: started as soon as the course was
+    complete, before its quiet period ended. Its report is written only if the course
+    is unchanged when the quiet period ends (then the claim is made); otherwise it is
+    dropped. So a report reaches the disk about max(quiet period, check time) after the
+    last object instead of their sum.
+    """
+
+    fingerprint: str
     job: CheckJob
     folder: Path
     newest: float
+    claim: Claim | None = None
+    outcome: CheckOutcome | None = None
     attempts: int = 1
 
 
@@ -527,7 +539,7 @@ class CheckScheduler:
         self.settings = settings
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._due: dict[Path, float] = {}
-        self._running: dict[str, _Running] = {}
+        self._jobs: dict[str, _Job] = {}
         self._executor = self._new_executor()
         self._thread = threading.Thread(target=self._run, name="rtcheck-checks", daemon=True)
 
@@ -569,7 +581,14 @@ class CheckScheduler:
             except queue.Empty:
                 break
             if kind == "done":
-                self._finished(*payload)
+                self._safely(self._finished, *payload)
+
+    def _safely(self, action: Any, *args: Any) -> None:
+        """Run ``action``; a bug in it is logged, and never stops this thread (the node's checks)."""
+        try:
+            action(*args)
+        except Exception:
+            LOG.exception("internal error in the check scheduler")
 
     def _run(self) -> None:
         while True:
@@ -585,7 +604,7 @@ class CheckScheduler:
                 if kind == "touch":
                     self._due[payload] = time.time()
                 elif kind == "done":
-                    self._finished(*payload)
+                    self._safely(self._finished, *payload)
                 try:
                     kind, payload = self._queue.get_nowait()
                 except queue.Empty:
@@ -608,11 +627,10 @@ class CheckScheduler:
         rt_folders = self.store.rt_folders(folder)
         courses = find_courses(rt_folders) if rt_folders else []
         pending = self.ledger.pending(key)
-        running_here = {fp for fp, r in self._running.items() if r.folder == folder}
         now = time.time()
         next_due: float | None = None
-        unresolved = bool(running_here)
-        current: set[str] = set()
+        unresolved = False
+        live: set[str] = set()
         for course in courses:
             try:
                 newest = max(p.stat().st_mtime_ns for p in course.files) / 1e9
@@ -620,85 +638,105 @@ class CheckScheduler:
                 next_due, unresolved = _earliest(next_due, now + self.settings.quiet_period), True
                 continue
             wait = self.settings.quiet_period if course.complete else self.settings.incomplete_timeout
-            if now < newest + wait:
+            due = now >= newest + wait
+            if not due:
                 next_due, unresolved = _earliest(next_due, newest + wait), True
-                continue
+                if not course.complete:
+                    continue  # an incomplete course may still grow: nothing to start yet
             fingerprint, records, _ = course_fingerprint(course)
-            current.add(fingerprint)
+            live.add(fingerprint)
             if self.ledger.is_done(key, fingerprint):
                 continue
             unresolved = True
-            if fingerprint in self._running:
-                continue
-            claim = pending.get(fingerprint) or self.ledger.claim(key, fingerprint, course, records, course.complete)
-            job = CheckJob(
-                course=course,
-                complete=course.complete,
-                protocol_path=self.settings.protocol,
-                arm=self.settings.arm,
-                json_path=claim.json_path,
-                txt_path=claim.txt_path,
-            )
-            self._submit(_Running(claim, job, folder, newest))
-            _log(
-                logging.INFO,
-                "check_queued",
-                patient_id=course.patient_id,
-                plans="+".join(course.plan_labels),
-                complete="yes" if course.complete else "no",
-                missing="; ".join(course.missing) or None,
-                resumed="yes" if fingerprint in pending else None,
-            )
+            job = self._jobs.get(fingerprint)
+            if job is None:
+                job = _Job(fingerprint, self._check_job(course), folder, newest)
+                self._start(job)
+                _log(
+                    logging.INFO,
+                    "check_started",
+                    patient_id=course.patient_id,
+                    plans="+".join(course.plan_labels),
+                    complete="yes" if course.complete else "no",
+                    missing="; ".join(course.missing) or None,
+                    early="yes" if not due else None,
+                    resumed="yes" if fingerprint in pending else None,
+                )
+            if due and job.claim is None:
+                job.claim = pending.get(fingerprint) or self.ledger.claim(
+                    key, fingerprint, course, records, course.complete
+                )
+                if job.outcome is not None:
+                    self._complete(job)
+        for fingerprint, job in list(self._jobs.items()):
+            if job.folder == folder and job.claim is None and fingerprint not in live:
+                del self._jobs[fingerprint]  # more objects arrived: that early check is moot
+                _log(logging.INFO, "check_dropped", reason="the course changed before its quiet period ended")
         for fingerprint, claim in pending.items():
-            if fingerprint not in current and fingerprint not in self._running:
+            if fingerprint not in live and fingerprint not in self._jobs:
                 self.ledger.drop(claim)  # that export was superseded before its report existed
-        if not unresolved:
+        if not unresolved and not any(j.folder == folder for j in self._jobs.values()):
             self.ledger.mark_resolved(key, state)
         if next_due is not None:
             self._due[folder] = min(self._due.get(folder, next_due), next_due)
 
-    def _submit(self, running: _Running) -> None:
-        self._running[running.claim.fingerprint] = running
+    def _check_job(self, course: Any) -> CheckJob:
+        s = self.settings
+        return CheckJob(course=course, complete=course.complete, protocol_path=s.protocol, arm=s.arm)
+
+    def _start(self, job: _Job) -> None:
+        self._jobs[job.fingerprint] = job
         try:
-            future = self._executor.submit(run_check_job, running.job)
+            future = self._executor.submit(run_check_job, job.job)
         except BrokenProcessPool:  # a worker died while idle (OOM killer, operator): new pool
             self._replace_broken_executor()
-            future = self._executor.submit(run_check_job, running.job)
-        future.add_done_callback(lambda f, r=running: self._queue.put(("done", (r, f))))
+            future = self._executor.submit(run_check_job, job.job)
+        future.add_done_callback(lambda f, j=job: self._queue.put(("done", (j, f))))
 
-    def _finished(self, running: _Running, future: concurrent.futures.Future[CheckOutcome]) -> None:
-        fingerprint = running.claim.fingerprint
+    def _finished(self, job: _Job, future: concurrent.futures.Future[CheckOutcome]) -> None:
+        if self._jobs.get(job.fingerprint) is not job:
+            return  # dropped meanwhile
         try:
-            outcome = future.result()
+            job.outcome = future.result()
         except concurrent.futures.CancelledError:
-            self._running.pop(fingerprint, None)  # shutting down: the claim stays owed on disk
+            del self._jobs[job.fingerprint]  # shutting down: a claim stays owed on disk
             return
         except BrokenProcessPool:
-            if running.attempts == 1:
+            if job.attempts == 1:
                 # Some check killed its worker (and with it every check in flight): retry once.
-                _log(logging.ERROR, "worker_died", report=running.claim.json_path.name, action="retrying")
+                _log(logging.ERROR, "worker_died", fingerprint=job.fingerprint[:12], action="retrying")
                 self._replace_broken_executor()
-                running.attempts += 1
-                self._submit(running)
+                job.attempts += 1
+                self._start(job)
                 return
-            outcome = write_failure_report(running.job, "the check crashed its worker process twice")
-        except Exception as exc:  # could not write the report (disk full, permissions): retry later
-            _log(logging.ERROR, "report_failed", report=running.claim.json_path, reason=exc, retry_s=RETRY_S)
-            self._running.pop(fingerprint, None)
-            self._due[running.folder] = time.time() + RETRY_S
+            job.outcome = failure_outcome(job.job, "the check crashed its worker process twice")
+        except Exception as exc:  # the worker could not even build a report: say so in one
+            LOG.exception("check of %s failed", job.fingerprint[:12])
+            job.outcome = failure_outcome(job.job, f"{type(exc).__name__}: {exc}")
+        if job.claim is not None:
+            self._complete(job)
+
+    def _complete(self, job: _Job) -> None:
+        """Write the report of a claimed, finished check and record it in the ledger."""
+        assert job.claim is not None and job.outcome is not None
+        del self._jobs[job.fingerprint]
+        try:
+            write_report(job.claim, job.outcome)
+        except OSError as exc:  # disk full, permissions: the claim stays owed, try again later
+            _log(logging.ERROR, "report_failed", report=job.claim.json_path, reason=exc, retry_s=RETRY_S)
+            self._due[job.folder] = time.time() + RETRY_S
             return
-        self.ledger.finish(running.claim, outcome.verdict, outcome.error)
-        self._running.pop(fingerprint, None)
+        self.ledger.finish(job.claim, job.outcome.verdict, job.outcome.error)
         _log(
-            logging.ERROR if outcome.error else logging.INFO,
+            logging.ERROR if job.outcome.error else logging.INFO,
             "report",
-            verdict=outcome.verdict,
-            path=running.claim.json_path.relative_to(self.ledger.reports),
-            check_s=f"{outcome.seconds:.2f}",
-            since_last_object_s=f"{time.time() - running.newest:.2f}",
-            error=outcome.error,
+            verdict=job.outcome.verdict,
+            path=job.claim.json_path.relative_to(self.ledger.reports),
+            check_s=f"{job.outcome.seconds:.2f}",
+            since_last_object_s=f"{time.time() - job.newest:.2f}",
+            error=job.outcome.error,
         )
-        self._due[running.folder] = time.time()  # look again: new objects, or all resolved
+        self._due[job.folder] = time.time()  # look again: new objects, or all resolved
 
     def _replace_broken_executor(self) -> None:
         """Start a new worker pool if the current one is broken (several failures share one pool)."""

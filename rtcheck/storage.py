@@ -615,26 +615,33 @@ def safe_name(text: str, empty: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# Running a check (in a worker process)
+# Running a check (in a worker process) and writing its report (in the node)
 
 
 @dataclass(frozen=True)
 class CheckJob:
-    """Everything a worker process needs to check one course and write its report."""
+    """Everything a worker process needs to check one course."""
 
     course: CourseFiles
     complete: bool
     protocol_path: Path | None
     arm: str | None
-    json_path: Path
-    txt_path: Path
 
 
 @dataclass(frozen=True)
 class CheckOutcome:
+    """A finished check: the report as JSON and as text, not yet written anywhere.
+
+    Workers return the report instead of writing it so that the node decides whether it
+    is still wanted: a check started before the quiet period ended is thrown away if
+    more objects of the course arrive meanwhile.
+    """
+
     verdict: str
     error: str | None
     seconds: float
+    json_text: str
+    txt_text: str
 
 
 _PROTOCOLS: dict[Path | None, Protocol] = {}
@@ -650,13 +657,12 @@ def load_protocol_cached(path: Path | None) -> Protocol:
 
 
 def run_check_job(job: CheckJob) -> CheckOutcome:
-    """Check a course (or report it incomplete) and write the .txt then the .json report.
+    """Check a course (or report it incomplete) and return its report.
 
     A check that raises still gets its report: not evaluable, with the reason, so a
     course that breaks the checker is seen by a person instead of vanishing from the queue.
     """
     from .api import check_course, incomplete_report
-    from .render import render_text
 
     started = time.monotonic()
     protocol = load_protocol_cached(job.protocol_path)
@@ -669,21 +675,28 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
             report = incomplete_report(replace(job.course, missing=[f"the check could not run: {error}"]), protocol)
     else:
         report = incomplete_report(job.course, protocol)
-    atomic_write(job.txt_path, render_text(report).encode("utf-8"))
-    atomic_write(job.json_path, report.model_dump_json(indent=2).encode("utf-8"))
-    return CheckOutcome(str(report.verdict), error, time.monotonic() - started)
+    return _outcome(report, error, time.monotonic() - started)
 
 
-def write_failure_report(job: CheckJob, reason: str) -> CheckOutcome:
-    """The report of a course whose check crashed its worker process (run in the node itself)."""
+def failure_outcome(job: CheckJob, reason: str) -> CheckOutcome:
+    """The report of a course whose check crashed its worker process (made in the node itself)."""
     from .api import incomplete_report
-    from .render import render_text
 
     protocol = load_protocol_cached(job.protocol_path)
     report = incomplete_report(replace(job.course, missing=[f"the check could not run: {reason}"]), protocol)
-    atomic_write(job.txt_path, render_text(report).encode("utf-8"))
-    atomic_write(job.json_path, report.model_dump_json(indent=2).encode("utf-8"))
-    return CheckOutcome(str(report.verdict), reason, 0.0)
+    return _outcome(report, reason, 0.0)
+
+
+def _outcome(report: Any, error: str | None, seconds: float) -> CheckOutcome:
+    from .render import render_text
+
+    return CheckOutcome(str(report.verdict), error, seconds, report.model_dump_json(indent=2), render_text(report))
+
+
+def write_report(claim: Claim, outcome: CheckOutcome) -> None:
+    """Write the .txt, then the .json (the file that marks a report as there), atomically."""
+    atomic_write(claim.txt_path, outcome.txt_text.encode("utf-8"))
+    atomic_write(claim.json_path, outcome.json_text.encode("utf-8"))
 
 
 def quiet_pydicom() -> None:

@@ -510,8 +510,11 @@ def test_restarts_lose_no_acknowledged_object_and_no_check(
     try:
         node.start()
         assert send_files(scu(), node.port, a) == [0] * len(a)
+        plan = next(f for f in a if f.name.startswith("RP."))
+        assert send_files(scu(), node.port, [plan]) == [0]  # within the quiet period: still one export
         acknowledged += a
         node.wait_for_reports("PHANTOM_peaks_overdosed_14gy", 1)
+        assert "event=check_dropped" in node.log()  # the check started after the first association
 
         killed_sender = scu()
         killed_sender.dimse_timeout = 3  # pynetdicom waits this long for a reply that never comes
