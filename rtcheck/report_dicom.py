@@ -173,9 +173,8 @@ def findings_sr(report: Report, plan: Dataset | None = None) -> Dataset:
     """A Basic Text SR of the report's findings (with file meta), in the plan's study, in
     a new series: the verdict, protocol and arm, then one TEXT item per rule."""
     plan = plan_dataset(report) if plan is None else plan
-    header = _document_header(report, plan)
     created = _created(report)
-    ds = header
+    ds = _document_header(report, plan)
     ds.SpecificCharacterSet = "ISO_IR 192"  # findings quote limits such as "≥ 10 mm"
     ds.SOPClassUID = BASIC_TEXT_SR_STORAGE
     ds.SOPInstanceUID = generate_uid()
@@ -190,9 +189,7 @@ def findings_sr(report: Report, plan: Dataset | None = None) -> Dataset:
     ds.ContentDate = created.strftime("%Y%m%d")
     ds.ContentTime = created.strftime("%H%M%S")
     ds.PerformedProcedureCodeSequence = []
-    evidence = _evidence(report, plan)
-    if evidence:
-        ds.CurrentRequestedProcedureEvidenceSequence = evidence
+    ds.CurrentRequestedProcedureEvidenceSequence = _evidence(report, plan)
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = [_code("report")]
     ds.ContinuityOfContent = "SEPARATE"
