@@ -8,9 +8,10 @@ as to any DICOM destination. The node
    are refused when the association is negotiated;
 2. writes each object to disk atomically, as received, *before* answering success
    (:mod:`rtcheck.storage`), so an acknowledged object survives any crash;
-3. when an association ends, assembles the courses of the patients it touched and,
-   once a course is complete and no object of it arrived for the quiet period, checks it
-   in a worker process and writes its report; a course that stays incomplete gets a
+3. when an association ends, assembles the courses of the patients it touched; a
+   complete course is checked in a worker process, and its report is written once no
+   object of the course arrived for the quiet period (the check starts right away and is
+   thrown away if the course changes meanwhile); a course that stays incomplete gets a
    not-evaluable report after the incomplete-course timeout.
 
 Checks never run in an association's thread: a slow check cannot make a sender time out.

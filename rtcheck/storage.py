@@ -333,7 +333,7 @@ class ObjectStore:
     """Received objects on disk, one file per SOP Instance UID."""
 
     def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
+        make_folders(root.absolute())
         self.root = root.resolve()
 
     def path_for(self, header: ObjectHeader) -> Path:
@@ -360,7 +360,7 @@ class ObjectStore:
         new one is safely written, including when its study changed (the old file goes).
         """
         path = self.path_for(header)
-        self._ensure_folder(path.parent)
+        make_folders(path.parent)
         replaced = path.exists()
         stale = tuple(p for p in self._same_instance(path) if p != path)
         atomic_write(path, encoded)
@@ -376,16 +376,6 @@ class ObjectStore:
                 candidate = folder / path.name
                 if candidate.exists():
                     yield candidate
-
-    def _ensure_folder(self, folder: Path) -> None:
-        current = self.root
-        for part in folder.relative_to(self.root).parts:
-            current = current / part
-            try:
-                current.mkdir()
-            except FileExistsError:
-                continue
-            fsync_folder(current.parent)  # the new folder's entry must survive a power cut
 
     def patient_folders(self) -> list[Path]:
         return _subfolders(self.root)
@@ -442,6 +432,20 @@ def atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
+
+
+def make_folders(folder: Path) -> None:
+    """``mkdir -p`` whose new folders survive a power cut (each new entry's parent is fsync'd)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            continue
+        fsync_folder(new.parent)
 
 
 def fsync_folder(folder: Path) -> None:
@@ -503,17 +507,13 @@ class Ledger:
     """Which course exports have their report, on disk under ``<reports>/.rtcheck``."""
 
     def __init__(self, reports: Path) -> None:
-        reports.mkdir(parents=True, exist_ok=True)
+        make_folders(reports.absolute() / ".rtcheck")
         self.reports = reports.resolve()
         self.root = self.reports / ".rtcheck"
-        self.root.mkdir(exist_ok=True)
 
     def _folder(self, key: str, kind: str) -> Path:
         folder = self.root / key / kind
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            fsync_folder(folder.parent)
-            fsync_folder(self.root)
+        make_folders(folder)
         return folder
 
     def is_done(self, key: str, fingerprint: str) -> bool:
@@ -537,7 +537,7 @@ class Ledger:
         """Reserve report names for a course export and record the claim before any report exists."""
         taken = {c.json_path.name for c in self.pending(key).values()}
         folder = self.reports / safe_name(course.patient_id, "unknown-patient")
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folders(folder)
         label = safe_name("+".join(course.plan_labels), "no-plan")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
@@ -587,9 +587,7 @@ class Ledger:
 
     def mark_resolved(self, key: str, state: tuple[int, int, int]) -> None:
         folder = self.root / key
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            fsync_folder(self.root)
+        make_folders(folder)
         atomic_write(folder / "resolved.json", _json({"state": list(state)}))
 
 

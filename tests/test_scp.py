@@ -46,7 +46,7 @@ from pynetdicom.sop_class import (
 from rtcheck.api import check_course, find_courses, load_protocol
 from rtcheck.phantom import write_course, write_ct_series
 from rtcheck.serve_config import SettingsError, load_settings
-from rtcheck.storage import check_well_formed, safe_name, uid_problem
+from rtcheck.storage import ObjectHeader, ObjectStore, check_well_formed, safe_name, uid_problem
 
 RT_CLASSES = [RTPlanStorage, RTStructureSetStorage, RTDoseStorage]
 QUIET_S = 0.5
@@ -771,3 +771,16 @@ def test_safe_names_never_collide_or_escape() -> None:
     a, b = safe_name("A/B", "x"), safe_name("A_B", "x")
     assert a != b and "/" not in a
     assert safe_name("../..", "x").startswith("x_")
+
+
+def test_a_resent_instance_replaces_the_old_file_even_in_another_study(tmp_path: Path) -> None:
+    store = ObjectStore(tmp_path / "storage")
+    sop = generate_uid()
+    first = ObjectHeader(RTPlanStorage, sop, "1.2.3", "P1")
+    stored = store.store(first, b"first")
+    assert not stored.replaced and stored.path.read_bytes() == b"first"
+    again = store.store(first, b"again")
+    assert again.replaced and again.path == stored.path and stored.path.read_bytes() == b"again"
+    moved = store.store(ObjectHeader(RTPlanStorage, sop, "1.2.4", "P1"), b"moved")
+    assert moved.moved_from == (stored.path,) and not stored.path.exists()
+    assert [p.read_bytes() for p in (tmp_path / "storage").rglob("*.dcm")] == [b"moved"]
