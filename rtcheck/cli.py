@@ -1,8 +1,9 @@
 """The ``rtcheck`` command.
 
 ``rtcheck PATH...`` checks every course found below the paths (``check`` is the default
-subcommand); ``rtcheck serve`` runs the DICOM node; ``rtcheck example DIR`` writes the
-bundled synthetic example course; ``rtcheck protocol FILE`` validates a protocol.
+subcommand); ``rtcheck serve`` runs the DICOM node; ``rtcheck send`` sends reports to a DICOM
+destination; ``rtcheck example DIR`` writes the bundled synthetic example course;
+``rtcheck protocol FILE`` validates a protocol.
 Exit codes are those of :class:`rtcheck.errors.ExitCode` (documented in the README).
 """
 
@@ -14,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 
@@ -22,7 +23,12 @@ from . import __version__
 from .errors import ExitCode, InputError, RtcheckError
 from .report import Status
 
-SUBCOMMANDS = ("check", "serve", "example", "protocol")
+if TYPE_CHECKING:
+    from .assembly import CourseFiles
+    from .protocol import Protocol
+    from .report import Report
+
+SUBCOMMANDS = ("check", "serve", "send", "example", "protocol")
 
 _STATUS_EXIT = {
     Status.PER_PROTOCOL: ExitCode.PER_PROTOCOL,
@@ -41,23 +47,28 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="rtcheck", description="Check radiotherapy plans (DICOM-RT) against a trial protocol."
-    )
+    parser = _Parser(prog="rtcheck", description="Check radiotherapy plans (DICOM-RT) against a trial protocol.")
     parser.add_argument("--version", action="version", version=f"rtcheck {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     check = sub.add_parser("check", help="check the courses found in files/folders (the default command)")
-    check.add_argument(
-        "paths", nargs="+", type=Path, help="RTPLAN files and/or folders (searched recursively)"
-    )
+    check.add_argument("paths", nargs="+", type=Path, help="RTPLAN files and/or folders (searched recursively)")
     check.add_argument("--protocol", type=Path, help="protocol YAML (default: the bundled trial protocol)")
     check.add_argument("--arm", help="judge the course as this arm instead of detecting it")
-    check.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    check.add_argument("-o", "--output", type=Path, help="write the report here instead of standard output")
     check.add_argument(
-        "-q", "--quiet", action="store_true", help="print only the one-line verdict per course"
+        "--format",
+        choices=("text", "json", *FILE_FORMATS),
+        default="text",
+        help="output format: html, pdf and dicom (an Encapsulated PDF in the plan's study) need -o",
     )
+    check.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write the report here instead of standard output (html/pdf/dicom with several courses: a folder)",
+    )
+    check.add_argument("--sr", action="store_true", help="with --format dicom, also write a Basic Text SR")
+    check.add_argument("-q", "--quiet", action="store_true", help="print only the one-line verdict per course")
     check.add_argument("--no-color", action="store_true", help="plain text without colour")
     check.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
@@ -73,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .scp import add_serve_arguments
 
     add_serve_arguments(serve)
+    send = sub.add_parser("send", help="send DICOM files (e.g. a report) to a DICOM node with C-STORE")
+    from .send import add_send_arguments
+
+    add_send_arguments(send)
     return parser
 
 
@@ -104,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .scp import run_serve
 
             return run_serve(args)
+        if args.command == "send":
+            from .send import run_send
+
+            return run_send(args)
         parser.print_help(sys.stderr)
         return ExitCode.USAGE_ERROR
     except RtcheckError as exc:
@@ -131,9 +150,7 @@ def _check(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.protocol)
     if args.arm is not None and args.arm not in protocol.arms:
-        raise InputError(
-            None, f"unknown arm {args.arm!r}; the protocol's arms are {', '.join(protocol.arms)}"
-        )
+        raise InputError(None, f"unknown arm {args.arm!r}; the protocol's arms are {', '.join(protocol.arms)}")
     found = discover(args.paths)
     for problem in found.unreadable:
         print(f"rtcheck: warning: {problem.path}: {problem.problem}", file=sys.stderr)
@@ -152,6 +169,9 @@ def _check(args: argparse.Namespace) -> int:
             print(f"rtcheck: warning: {problem}", file=sys.stderr)
     reports = [check_course(c, protocol, args.arm, debug=args.debug) for c in found.courses]
     worst_code = max(_STATUS_EXIT[r.verdict] for r in reports)
+    if args.format in FILE_FORMATS:
+        _write_files(args, found.courses, reports, protocol)
+        return worst_code
     out_file = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     try:
         if args.format == "json":
@@ -179,6 +199,39 @@ def _check(args: argparse.Namespace) -> int:
         if args.output:
             out_file.close()
     return worst_code
+
+
+#: Formats written to files (they are not text for a terminal).
+FILE_FORMATS = ("html", "pdf", "dicom")
+_SUFFIX = {"html": ".html", "pdf": ".pdf", "dicom": ".dcm"}
+
+
+def _write_files(
+    args: argparse.Namespace, courses: list[CourseFiles], reports: list[Report], protocol: Protocol
+) -> None:
+    """HTML, PDF or DICOM reports: to ``-o FILE`` for one course, into ``-o DIR`` for several."""
+    from .figures import build_figures
+    from .report_dicom import write_dicom, write_findings_sr
+    from .report_html import report_stem, write_html
+    from .report_pdf import write_pdf
+
+    if args.output is None:
+        raise InputError(None, f"--format {args.format} writes a file: give -o FILE (or -o DIR for several courses)")
+    to_folder = len(reports) > 1 or args.output.is_dir()
+    if to_folder:
+        args.output.mkdir(parents=True, exist_ok=True)
+    for course, report in zip(courses, reports, strict=True):
+        path = args.output / (report_stem(report) + _SUFFIX[args.format]) if to_folder else args.output
+        figures = build_figures(course, report, protocol)
+        if args.format == "html":
+            write_html(report, figures, path)
+        elif args.format == "pdf":
+            write_pdf(report, figures, path)
+        else:
+            write_dicom(report, figures, path)
+            if args.sr:
+                write_findings_sr(report, path.with_name(path.stem + ".sr.dcm"))
+        print(f"{report.verdict.label.upper()}: wrote {path}", file=sys.stderr)
 
 
 def _example(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     NOT_EVALUABLE = 3
     INPUT_ERROR = 4
     PROTOCOL_ERROR = 5
+    SEND_FAILED = 6
     USAGE_ERROR = 64
     INTERNAL_ERROR = 70
 

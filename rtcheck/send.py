@@ -52,8 +52,7 @@ _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # default repertoire wi
 class SendError(RtcheckError):
     """The destination could not be reached, refused the association, or did not store a file."""
 
-    # No ExitCode says "destination unreachable" yet: input error until one is added.
-    exit_code = ExitCode.INPUT_ERROR
+    exit_code = ExitCode.SEND_FAILED
 
 
 @dataclass(frozen=True)

@@ -309,3 +309,25 @@ def test_example_command_writes_a_checkable_course(capsys: pytest.CaptureFixture
     assert code == ExitCode.PER_PROTOCOL
     assert payload["reports"][0]["arm"]["arm"] == "experimental"
     assert {statuses(payload["reports"][0])[r] for r in PLAN_LEVEL_RULES} == {"per_protocol"}
+
+
+def test_file_formats_need_an_output(capsys: pytest.CaptureFixture[str], course_dir) -> None:
+    assert main([str(course_dir("compliant")), "--format", "html"]) == ExitCode.INPUT_ERROR
+    assert "-o FILE" in _one_error_line(capsys)
+
+
+def test_html_and_dicom_reports_from_the_command_line(course_dir, tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    assert main([str(course_dir("sfrt_rx_6gy")), "--format", "html", "-o", str(html)]) == 2
+    text = html.read_text()
+    assert "sfrt.prescription" in text and "unacceptable deviation" in text.lower()
+    out = tmp_path / "dicom"
+    out.mkdir()
+    code = main([str(course_dir("compliant")), str(course_dir("sfrt_rx_6gy")), "--format", "dicom", "-o", str(out)])
+    assert code == ExitCode.UNACCEPTABLE_DEVIATION
+    written = sorted(out.glob("*.dcm"))
+    assert len(written) == 2
+    plans = {pydicom.dcmread(p).PatientID: pydicom.dcmread(p) for p in written}
+    for patient_id, ds in plans.items():
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF
+        assert patient_id.startswith("PHANTOM_")
