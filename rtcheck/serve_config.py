@@ -99,7 +99,7 @@ _OPTIONS: dict[str, tuple[type, str]] = {
     "acse_timeout": (float, "seconds to wait for association messages (default 30)"),
     "dimse_timeout": (float, "seconds to wait for DIMSE messages (default 60)"),
     "network_timeout": (float, "seconds an idle association is kept open (default 60)"),
-    "quiet_period": (float, "seconds without a new object before a complete course is checked (default 2)"),
+    "quiet_period": (float, "seconds without a new object of a course before its report is written (default 2)"),
     "incomplete_timeout": (
         float,
         "seconds an incomplete course waits before its not-evaluable report (default 600)",
