@@ -8,7 +8,7 @@ The stable Python API is re-exported here (see :mod:`rtcheck.api`)::
 
 __version__ = "0.1.0"
 
-from .api import check_course, check_paths, find_courses, incomplete_report, load_protocol
+from .api import check_course, check_paths, error_report, find_courses, incomplete_report, load_protocol
 from .errors import ExitCode, InputError, ProtocolError, RtcheckError
 from .report import Report, RuleResult, Status
 
@@ -23,6 +23,7 @@ __all__ = [
     "__version__",
     "check_course",
     "check_paths",
+    "error_report",
     "find_courses",
     "incomplete_report",
     "load_protocol",

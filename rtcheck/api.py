@@ -35,7 +35,7 @@ from .report import (
 )
 from .roles import match_roles
 
-__all__ = ["check_course", "check_paths", "find_courses", "incomplete_report", "load_protocol"]
+__all__ = ["check_course", "check_paths", "error_report", "find_courses", "incomplete_report", "load_protocol"]
 
 
 def _protocol_ref(protocol: Protocol) -> ProtocolRef:
@@ -150,6 +150,30 @@ def incomplete_report(course_files: CourseFiles, protocol: Protocol) -> Report:
         message="; ".join(missing),
         files=[str(p) for p in course_files.files],
     )
+    return _unchecked_report(course_files, protocol, rule, missing, "not detected: the course is incomplete")
+
+
+def error_report(course_files: CourseFiles, protocol: Protocol, reason: str) -> Report:
+    """The not-evaluable report of a course whose check could not run (e.g. unreadable files).
+
+    A course that breaks the checker must still reach a person, with the reason, instead of
+    vanishing from an automatic queue.
+    """
+    rule = RuleResult(
+        id="course.check",
+        family="course",
+        description="The course could be read and checked",
+        status=Status.NOT_EVALUABLE,
+        unit="",
+        message=f"the check could not run: {reason}",
+        files=[str(p) for p in course_files.files],
+    )
+    return _unchecked_report(course_files, protocol, rule, [rule.message], "not detected: the check could not run")
+
+
+def _unchecked_report(
+    course_files: CourseFiles, protocol: Protocol, rule: RuleResult, problems: list[str], arm_note: str
+) -> Report:
     return Report(
         rtcheck_version=__version__,
         created=_now(),
@@ -158,18 +182,16 @@ def incomplete_report(course_files: CourseFiles, protocol: Protocol) -> Report:
         patient_name=course_files.patient_name,
         course_key=course_files.key,
         files=[],
-        arm=ArmResult(arm=None, evidence=["not detected: the course is incomplete"]),
+        arm=ArmResult(arm=None, evidence=[arm_note]),
         verdict=Status.NOT_EVALUABLE,
         counts=_counts([rule]),
         rules=[rule],
-        integrity=[IntegrityFinding(severity="error", file="", message=m) for m in missing],
-        notes=missing,
+        integrity=[IntegrityFinding(severity="error", file="", message=m) for m in problems],
+        notes=problems,
     )
 
 
-def check_paths(
-    paths: Sequence[Path | str], protocol: Protocol | None = None, arm: str | None = None
-) -> list[Report]:
+def check_paths(paths: Sequence[Path | str], protocol: Protocol | None = None, arm: str | None = None) -> list[Report]:
     """Find every course below ``paths`` and check each (bundled protocol by default)."""
     protocol = protocol or load_protocol()
     courses = find_courses([Path(p) for p in paths])

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("file", type=Path, nargs="?", help="protocol YAML (default: the bundled one)")
 
     serve = sub.add_parser("serve", help="run the DICOM node that checks every plan it receives")
-    from .scp import add_serve_arguments
+    from .serve_config import add_serve_arguments  # not .scp: pynetdicom loads only for serve
 
     add_serve_arguments(serve)
     send = sub.add_parser("send", help="send DICOM files (e.g. a report) to a DICOM node with C-STORE")

@@ -33,7 +33,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from io import BytesIO
@@ -660,7 +660,7 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
     A check that raises still gets its report: not evaluable, with the reason, so a
     course that breaks the checker is seen by a person instead of vanishing from the queue.
     """
-    from .api import check_course, incomplete_report
+    from .api import check_course, error_report, incomplete_report
 
     started = time.monotonic()
     protocol = load_protocol_cached(job.protocol_path)
@@ -670,7 +670,7 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
             report = check_course(job.course, protocol, job.arm)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            report = incomplete_report(replace(job.course, missing=[f"the check could not run: {error}"]), protocol)
+            report = error_report(job.course, protocol, error)
     else:
         report = incomplete_report(job.course, protocol)
     return _outcome(report, error, time.monotonic() - started)
@@ -678,10 +678,10 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
 
 def failure_outcome(job: CheckJob, reason: str) -> CheckOutcome:
     """The report of a course whose check crashed its worker process (made in the node itself)."""
-    from .api import incomplete_report
+    from .api import error_report
 
     protocol = load_protocol_cached(job.protocol_path)
-    report = incomplete_report(replace(job.course, missing=[f"the check could not run: {reason}"]), protocol)
+    report = error_report(job.course, protocol, reason)
     return _outcome(report, reason, 0.0)
 
 
