@@ -91,8 +91,8 @@ def check_course(
     else:
         ctx = CheckContext(course, protocol, assignment, roles, integrity)
         rules = run_rules(ctx, debug=debug)
-    if course_files.missing:
-        notes.extend(course_files.missing)
+    notes.extend(course_files.missing)
+    notes.extend(course_files.superseded)
     return Report(
         rtcheck_version=__version__,
         created=_now(),

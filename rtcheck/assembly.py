@@ -37,6 +37,8 @@ class CourseFiles:
     structure_set: IndexedFile | None
     doses: list[IndexedFile]
     missing: list[str] = field(default_factory=list)
+    #: Older exports of a plan (same label) that this course leaves out, one line each.
+    superseded: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -99,7 +101,8 @@ def assemble(index: Index) -> Assembly:
 
     plan_uids = {p.sop_instance_uid for p in plans}
     courses = []
-    for (_, ss_uid), course_plans in sorted(groups.items(), key=lambda kv: _sort_key(kv[1])):
+    for (_, ss_uid), group in sorted(groups.items(), key=lambda kv: _sort_key(kv[1])):
+        course_plans, superseded = _latest_per_label(group)
         missing: list[str] = []
         ss = structure_sets.get(ss_uid)
         for plan in course_plans:
@@ -117,7 +120,7 @@ def assemble(index: Index) -> Assembly:
             if not any(plan.sop_instance_uid in d.referenced_plan_uids for d in course_doses):
                 name = plan.plan_label or plan.sop_instance_uid
                 missing.append(f"{plan.path}: no RTDOSE among the files references plan {name}")
-        courses.append(CourseFiles(course_plans, ss, course_doses, missing))
+        courses.append(CourseFiles(course_plans, ss, course_doses, missing, superseded))
 
     orphans = []
     for d in doses:
@@ -125,14 +128,37 @@ def assemble(index: Index) -> Assembly:
             orphans.append(f"{d.path}: RTDOSE references no plan (ReferencedRTPlanSequence)")
         elif not plan_uids.intersection(d.referenced_plan_uids):
             orphans.append(
-                f"{d.path}: RTDOSE references plan {', '.join(d.referenced_plan_uids)}, "
-                "which is not among the files"
+                f"{d.path}: RTDOSE references plan {', '.join(d.referenced_plan_uids)}, which is not among the files"
             )
     used_ss = {c.structure_set.sop_instance_uid for c in courses if c.structure_set}
     for uid, ss in structure_sets.items():
         if uid not in used_ss:
             orphans.append(f"{ss.path}: RTSTRUCT is not referenced by any plan among the files")
     return Assembly(courses, orphans, index.unreadable, index.skipped, index.not_dicom)
+
+
+def _latest_per_label(plans: list[IndexedFile]) -> tuple[list[IndexedFile], list[str]]:
+    """Keep the newest plan of each label: a re-plan exported beside the old one replaces it.
+
+    Planning systems export a re-plan under a new SOP Instance UID with the same label and
+    structure set; checking both together would mix two versions of one course. Newest is
+    by the plan's date and time, then by file modification time.
+    """
+    by_label: dict[str, list[IndexedFile]] = {}
+    for plan in plans:
+        by_label.setdefault(plan.plan_label or plan.sop_instance_uid, []).append(plan)
+    kept, superseded = [], []
+    for label, versions in by_label.items():
+        versions.sort(key=lambda p: (p.created, p.path.stat().st_mtime, str(p.path)))
+        newest = versions[-1]
+        kept.append(newest)
+        for old in versions[:-1]:
+            superseded.append(
+                f"{old.path}: plan {label} ({old.created or 'undated'}) is superseded by {newest.path}"
+                f" ({newest.created or 'undated'}), the newest export with that label, and is not checked"
+            )
+    kept.sort(key=lambda p: str(p.path))
+    return kept, superseded
 
 
 def _unique(files: list[IndexedFile]) -> list[IndexedFile]:
@@ -162,9 +188,7 @@ def discover(paths: Sequence[Path]) -> Assembly:
     named_files = [p for p in paths if p.is_file()]
     folders = [p for p in paths if p.is_dir()]
     index = index_paths(paths)
-    named_plan_uids = {
-        f.sop_instance_uid for f in index.files if f.modality == "RTPLAN" and f.path in set(named_files)
-    }
+    named_plan_uids = {f.sop_instance_uid for f in index.files if f.modality == "RTPLAN" and f.path in set(named_files)}
     if named_plan_uids:
         sibling_dirs = sorted({p.parent for p in named_files} - set(folders))
         known = {f.path for f in index.files}

@@ -165,7 +165,7 @@ def _check(args: argparse.Namespace) -> int:
         where = ", ".join(str(p) for p in args.paths)
         raise InputError(None, f"no RTPLAN found in {where} ({found.skipped} other DICOM file(s) skipped)")
     for course in found.courses:
-        for problem in course.missing:
+        for problem in [*course.missing, *course.superseded]:
             print(f"rtcheck: warning: {problem}", file=sys.stderr)
     reports = [check_course(c, protocol, args.arm, debug=args.debug) for c in found.courses]
     worst_code = max(_STATUS_EXIT[r.verdict] for r in reports)

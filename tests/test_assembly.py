@@ -87,3 +87,25 @@ def test_load_course_reads_prescriptions_and_contours(course_dir) -> None:
     assert course.structure_set is not None
     gtv = course.structure_set.by_name("GTV_SFRT")
     assert gtv is not None and gtv.contours and gtv.contours[0].points.shape[1] == 3
+
+
+def test_a_replan_with_the_same_label_supersedes_the_old_export(course_dir, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    shutil.copytree(course_dir("compliant"), folder)
+    plan = pydicom.dcmread(folder / "RP.SFRT.dcm")
+    dose = pydicom.dcmread(folder / "RD.SFRT.dcm")
+    plan.SOPInstanceUID = plan.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    plan.RTPlanDate, plan.RTPlanTime = "20991231", "120000"
+    plan.FractionGroupSequence[0].NumberOfFractionsPlanned = 4
+    dose.SOPInstanceUID = dose.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = plan.SOPInstanceUID
+    plan.save_as(folder / "RP.SFRT.replan.dcm")
+    dose.save_as(folder / "RD.SFRT.replan.dcm")
+    (course,) = find_courses([folder])
+    assert sorted(p.path.name for p in course.plans) == ["RP.LDRT.dcm", "RP.SFRT.replan.dcm"]
+    assert sorted(d.path.name for d in course.doses) == ["RD.LDRT.dcm", "RD.SFRT.replan.dcm"]
+    (line,) = course.superseded
+    assert "RP.SFRT.dcm" in line and "superseded" in line
+    checked, _ = load_course(course)
+    sfrt = next(p for p in checked.plans if p.label == "SFRT")
+    assert sfrt.fraction_groups[0].fractions_planned == 4
