@@ -110,7 +110,7 @@ from rich.progress import (
 from rich.text import Text
 
 from . import __version__
-from .api import incomplete_report
+from .api import error_report, incomplete_report
 from .audit_db import AuditDatabase, StoredResult, now
 from .audit_discovery import (
     AuditCourse,
@@ -138,7 +138,7 @@ from .audit_summary import (
 from .audit_work import check_one
 from .errors import ExitCode, InputError, RtcheckError
 from .protocol import Protocol, load_protocol
-from .report import ArmResult, IntegrityFinding, ProtocolRef, Report, RuleResult, Status, worst
+from .report import Status, worst
 
 __all__ = ["DESCRIPTION", "add_audit_arguments", "run_audit"]
 
@@ -271,35 +271,6 @@ def _result_key(course: AuditCourse, hashes: dict[Path, str], protocol: Protocol
     for h in sorted(hashes[p] for p in course.files.files):
         digest.update(h.encode() + b"\n")
     return digest.hexdigest()
-
-
-def _not_readable_report(course: _Course, protocol: Protocol, message: str) -> Report:
-    """The not-evaluable report of a course that could not be read (the audit goes on)."""
-    cf = course.found.files
-    rule = RuleResult(
-        id="course.readable",
-        family="course",
-        description="Every file of the course can be read",
-        status=Status.NOT_EVALUABLE,
-        unit="",
-        message=message,
-        files=[str(p) for p in cf.files],
-    )
-    return Report(
-        rtcheck_version=__version__,
-        created=now(),
-        protocol=ProtocolRef(
-            name=protocol.protocol.name, version=protocol.protocol.version, sha256=protocol.sha256, path=protocol.path
-        ),
-        patient_id=cf.patient_id,
-        course_key=cf.key,
-        arm=ArmResult(arm=None, evidence=["not detected: the course could not be read"]),
-        verdict=Status.NOT_EVALUABLE,
-        counts={s.value: int(s is Status.NOT_EVALUABLE) for s in Status},
-        rules=[rule],
-        integrity=[IntegrityFinding(severity="error", file="", message=message)],
-        notes=[message],
-    )
 
 
 def _write(path: Path, text: str) -> None:
@@ -535,7 +506,7 @@ class _Audit:
             report, error = incomplete_report(course.found.files, protocol).model_dump(mode="json"), ""
         else:
             error = outcome["error"]
-            report = _not_readable_report(course, protocol, error).model_dump(mode="json")
+            report = error_report(course.found.files, protocol, error).model_dump(mode="json")
         data = course.scrubber.data(report)
         data["patient_id"], data["patient_name"] = course.pseudonym, ""
         text = json.dumps(data, ensure_ascii=False, indent=1)
