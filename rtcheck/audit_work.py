@@ -16,7 +16,7 @@ from typing import Any
 
 from .api import check_course
 from .assembly import CourseFiles
-from .dicomio import _NOT_DICOM, Index, UnreadableFile, index_file, sha256_of
+from .dicomio import NOT_DICOM, Index, UnreadableFile, index_file, sha256_of
 from .errors import InputError, RtcheckError
 from .protocol import Protocol
 from .rules import registry
@@ -34,7 +34,7 @@ def index_files(files: list[Path]) -> Index:
         try:
             entry = index_file(path)
         except InputError as exc:
-            if exc.problem == _NOT_DICOM:
+            if exc.problem == NOT_DICOM:
                 index.not_dicom += 1
             else:
                 index.unreadable.append(UnreadableFile(path, exc.problem))

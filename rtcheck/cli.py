@@ -2,7 +2,8 @@
 
 ``rtcheck PATH...`` checks every course found below the paths (``check`` is the default
 subcommand); ``rtcheck serve`` runs the DICOM node; ``rtcheck send`` sends reports to a DICOM
-destination; ``rtcheck example DIR`` writes the bundled synthetic example course;
+destination; ``rtcheck audit`` checks many submissions across centres; ``rtcheck example DIR``
+writes the bundled synthetic example course;
 ``rtcheck protocol FILE`` validates a protocol.
 Exit codes are those of :class:`rtcheck.errors.ExitCode` (documented in the README).
 """
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .protocol import Protocol
     from .report import Report
 
-SUBCOMMANDS = ("check", "serve", "send", "example", "protocol")
+SUBCOMMANDS = ("check", "serve", "send", "audit", "example", "protocol")
 
 _STATUS_EXIT = {
     Status.PER_PROTOCOL: ExitCode.PER_PROTOCOL,
@@ -46,7 +47,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``command`` limits the subcommand options set up to that one."""
     parser = _Parser(prog="rtcheck", description="Check radiotherapy plans (DICOM-RT) against a trial protocol.")
     parser.add_argument("--version", action="version", version=f"rtcheck {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -80,14 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     proto = sub.add_parser("protocol", help="validate a protocol YAML and list its rules")
     proto.add_argument("file", type=Path, nargs="?", help="protocol YAML (default: the bundled one)")
 
+    # The node, the sender and the audit bring heavy imports (pynetdicom, multiprocessing):
+    # their options are only added when that command is the one being run.
     serve = sub.add_parser("serve", help="run the DICOM node that checks every plan it receives")
-    from .serve_config import add_serve_arguments  # not .scp: pynetdicom loads only for serve
-
-    add_serve_arguments(serve)
     send = sub.add_parser("send", help="send DICOM files (e.g. a report) to a DICOM node with C-STORE")
-    from .send import add_send_arguments
+    audit = sub.add_parser("audit", help="protocol compliance of many submissions across centres (trial QA)")
+    if command in (None, "serve"):
+        from .serve_config import add_serve_arguments
 
-    add_send_arguments(send)
+        add_serve_arguments(serve)
+    if command in (None, "send"):
+        from .send import add_send_arguments
+
+        add_send_arguments(send)
+    if command in (None, "audit"):
+        from .audit import add_audit_arguments
+
+        add_audit_arguments(audit)
     return parser
 
 
@@ -101,7 +112,7 @@ def _normalise(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = _normalise(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(args_list[0] if args_list and args_list[0] in SUBCOMMANDS else None)
     if not args_list:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE_ERROR
@@ -123,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .send import run_send
 
             return run_send(args)
+        if args.command == "audit":
+            from .audit import run_audit
+
+            return run_audit(args)
         parser.print_help(sys.stderr)
         return ExitCode.USAGE_ERROR
     except RtcheckError as exc:

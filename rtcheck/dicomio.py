@@ -146,7 +146,7 @@ def index_paths(paths: Iterable[Path]) -> Index:
         except InputError as exc:
             if explicit:
                 raise
-            if exc.problem == _NOT_DICOM:
+            if exc.problem == NOT_DICOM:
                 index.not_dicom += 1
             else:
                 index.unreadable.append(UnreadableFile(path, exc.problem))
@@ -158,7 +158,7 @@ def index_paths(paths: Iterable[Path]) -> Index:
     return index
 
 
-_NOT_DICOM = "not a DICOM file (no DICM preamble and no readable DICOM header)"
+NOT_DICOM = "not a DICOM file (no DICM preamble and no readable DICOM header)"
 
 
 def index_file(path: Path) -> IndexedFile:
@@ -178,7 +178,7 @@ def index_file(path: Path) -> IndexedFile:
         raise InputError(path, f"cannot read DICOM header ({_short(exc)})") from exc
     sop_class = str(ds.get("SOPClassUID", sop_class))
     if not sop_class:
-        raise InputError(path, _NOT_DICOM)
+        raise InputError(path, NOT_DICOM)
     modality = RT_SOP_CLASSES.get(sop_class, "OTHER")
     sop_uid = str(ds.get("SOPInstanceUID", sop_uid))
     if modality == "OTHER":
@@ -248,7 +248,7 @@ def read_dataset(path: Path) -> Dataset:
     except Exception as exc:  # pydicom raises many types on damaged files
         raise InputError(path, f"truncated or corrupt DICOM ({_short(exc)})") from exc
     if "SOPClassUID" not in ds:
-        raise InputError(path, _NOT_DICOM)
+        raise InputError(path, NOT_DICOM)
     check_not_truncated(path, ds)
     return ds
 
