@@ -1,7 +1,7 @@
 """Finding the courses of many submissions, and the centre each one came from.
 
 Submission trees hold tens of thousands of files, mostly CT slices. Indexing is header
-only (:func:`rtcheck.audit_work.index_files`) and spread over worker processes in chunks
+only (:func:`rtcheck.dicomio.index_files`) and spread over worker processes in chunks
 of files when there are enough of them to pay for the workers; course assembly is the
 project's own :func:`rtcheck.assembly.assemble`, so an audit groups files exactly as
 ``rtcheck check`` does.
@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from .assembly import CourseFiles, assemble
 from .audit_exec import Executor, SerialExecutor
-from .audit_work import hash_files, index_files
-from .dicomio import Index, UnreadableFile, iter_candidate_files
+from .audit_work import hash_files
+from .dicomio import Index, UnreadableFile, index_files, iter_candidate_files
 from .errors import ExitCode, InputError, RtcheckError
 
 UNKNOWN_CENTRE = "unknown"

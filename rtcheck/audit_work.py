@@ -16,34 +16,14 @@ from typing import Any
 
 from .api import check_course
 from .assembly import CourseFiles
-from .dicomio import NOT_DICOM, Index, UnreadableFile, index_file, sha256_of
-from .errors import InputError, RtcheckError
+from .dicomio import sha256_of
+from .errors import RtcheckError
 from .protocol import Protocol
 from .rules import registry
 
 # Load every rule family now: the process pool's server imports this module once and
 # forks its workers from it, so no worker pays for importing the checks again.
 registry()
-
-
-def index_files(files: list[Path]) -> Index:
-    """Index files found in folders, header-only, as :func:`rtcheck.dicomio.index_paths`
-    does for the files below a folder (files that are not DICOM are counted, not errors)."""
-    index = Index()
-    for path in files:
-        try:
-            entry = index_file(path)
-        except InputError as exc:
-            if exc.problem == NOT_DICOM:
-                index.not_dicom += 1
-            else:
-                index.unreadable.append(UnreadableFile(path, exc.problem))
-            continue
-        if entry.modality == "OTHER":
-            index.skipped += 1
-        else:
-            index.files.append(entry)
-    return index
 
 
 def hash_files(files: list[Path]) -> list[tuple[Path, str | None, str]]:

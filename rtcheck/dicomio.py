@@ -139,8 +139,17 @@ def index_paths(paths: Iterable[Path]) -> Index:
     Raises :class:`InputError` only for a path that does not exist or for an explicitly
     named file that is not DICOM; everything else is recorded in the index.
     """
+    return _index(iter_candidate_files(paths))
+
+
+def index_files(files: Iterable[Path]) -> Index:
+    """Index files found in folders: none is an error, each problem is recorded in the index."""
+    return _index((path, False) for path in files)
+
+
+def _index(candidates: Iterable[tuple[Path, bool]]) -> Index:
     index = Index()
-    for path, explicit in iter_candidate_files(paths):
+    for path, explicit in candidates:
         try:
             entry = index_file(path)
         except InputError as exc:
