@@ -198,24 +198,26 @@ def pvdr(ctx: CheckContext, spec: RuleSpec, params: PvdrParams) -> Measurement:
     if valley_mean is None or lesion_sd.uncovered_cc > COVERAGE_TOLERANCE_CC:
         raise NotEvaluable("the valley or the lesion lies partly outside the dose grid")
     d10, d90 = lesion_sd.d_percent(10), lesion_sd.d_percent(90)
+    # A ratio over a zero dose is undefined (None), not infinite: JSON has no infinity.
     ratios = {
-        "peak_valley_mean": float(np.mean(peak_means)) / valley_mean if valley_mean > 0 else float("inf"),
-        "lesion_d10_d90": d10 / d90 if d90 > 0 else float("inf"),
+        "peak_valley_mean": float(np.mean(peak_means)) / valley_mean if valley_mean > 0 else None,
+        "lesion_d10_d90": d10 / d90 if d90 > 0 else None,
     }
     value = ratios[params.definition]
-    if not np.isfinite(value):
-        raise NotEvaluable("the valley (or D90) receives no dose: the ratio is undefined")
+    if value is None:
+        raise NotEvaluable(f"the ratio {params.definition} is undefined: its denominator receives no dose")
+    d10_d90 = "undefined" if ratios["lesion_d10_d90"] is None else f"{ratios['lesion_d10_d90']:.2f}"
     return Measurement(
         value=value,
         message=(
             f"PVDR ({params.definition}) {value:.2f}: mean peak Dmean {np.mean(peak_means):.2f} Gy / valley "
             f"({valley.name}) Dmean {valley_mean:.2f} Gy; {lesion.name} D10/D90 = {d10:.2f}/{d90:.2f} Gy "
-            f"= {ratios['lesion_d10_d90']:.2f}"
+            f"= {d10_d90}"
         ),
         structures=[*(p.name for p in peaks), valley.name, lesion.name],
         files=[str(s.path) for s in grid.sources],
         evidence={
-            "ratios": {k: round(v, 3) for k, v in ratios.items()},
+            "ratios": {k: None if v is None else round(v, 3) for k, v in ratios.items()},
             "peak_dmean_gy": [round(v, 3) for v in peak_means],
             "valley_dmean_gy": round(valley_mean, 3),
             "lesion_d10_gy": round(d10, 3),
