@@ -12,7 +12,12 @@ as to any DICOM destination. The node
    complete course is checked in a worker process, and its report is written once no
    object of the course arrived for the quiet period (the check starts right away and is
    thrown away if the course changes meanwhile); a course that stays incomplete gets a
-   not-evaluable report after the incomplete-course timeout.
+   not-evaluable report after the incomplete-course timeout;
+4. with ``--report-to AE@host:port``, also makes each report as an Encapsulated PDF in the
+   plan's study (in the worker, with the figures), writes it next to the JSON as ``.dcm``,
+   queues a copy in ``<reports>/.rtcheck/outbox`` and sends it to the record system
+   (:class:`rtcheck.send.Outbox`: oldest first, retried with backoff while the
+   destination is down, kept across restarts).
 
 Checks never run in an association's thread: a slow check cannot make a sender time out.
 All state is on disk (:class:`rtcheck.storage.Ledger`), so a restart picks up every check
@@ -67,6 +72,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .errors import ExitCode, RtcheckError
+from .send import Outbox
 from .serve_config import ServeSettings, SettingsError, add_serve_arguments, load_settings
 from .storage import (
     FOLDER_BY_SOP_CLASS,
@@ -82,6 +88,7 @@ from .storage import (
     failure_outcome,
     folder_state,
     init_worker,
+    make_folders,
     quiet_pydicom,
     read_header,
     remove_temporary_files,
@@ -98,6 +105,8 @@ LOG = logging.getLogger("rtcheck.serve")
 SHUTDOWN_GRACE_S = 30.0
 #: Retry delay after course assembly itself failed (unreadable folder, disk error, ...).
 RETRY_S = 60.0
+#: First wait after the report destination could not be reached (doubling up to report_retry_max).
+REPORT_RETRY_FIRST_S = 2.0
 
 _UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
 #: Image compression kept as received. RT objects are offered only the uncompressed
@@ -207,6 +216,32 @@ class _Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _ReportOutbox(Outbox):
+    """The outbox of ``--report-to``; the scheduler renames reports into its folder and wakes it."""
+
+    def wake(self) -> None:
+        self._wake.set()
+
+
+def _report_outbox(settings: ServeSettings, ledger: Ledger) -> _ReportOutbox | None:
+    if settings.report_to is None:
+        return None
+    make_folders(ledger.outbox)
+    return _ReportOutbox(
+        ledger.outbox,
+        calling_ae=settings.report_calling_ae_title,
+        initial_backoff_s=min(REPORT_RETRY_FIRST_S, settings.report_retry_max),
+        max_backoff_s=settings.report_retry_max,
+    )
+
+
+def _queued(ledger: Ledger) -> int:
+    """Reports in the outbox folder (without a sender to ask)."""
+    if not ledger.outbox.is_dir():
+        return 0
+    return sum(1 for p in ledger.outbox.glob(f"*{Outbox.SUFFIX}") if not p.name.startswith("."))
+
+
 def _ssl_context(settings: ServeSettings) -> ssl.SSLContext | None:
     """TLS 1.2+ with this node's certificate; with a CA, peers must present one it signed."""
     if settings.tls_cert is None:
@@ -227,7 +262,8 @@ class StorageNode:
         self.settings = settings
         self.store = ObjectStore(settings.storage)
         self.ledger = Ledger(settings.reports)
-        self.scheduler = CheckScheduler(self.store, self.ledger, settings)
+        self.outbox = _report_outbox(settings, self.ledger)
+        self.scheduler = CheckScheduler(self.store, self.ledger, settings, self.outbox)
         # Weak keys: a session cannot outlive its association, whatever events pynetdicom skips.
         self._sessions: weakref.WeakKeyDictionary[Association, _Session] = weakref.WeakKeyDictionary()
         self._sessions_lock = threading.Lock()
@@ -258,6 +294,7 @@ class StorageNode:
         removed = remove_temporary_files(self.store.root) + remove_temporary_files(self.ledger.reports)
         if removed:
             _log(logging.INFO, "cleanup", temporary_files_removed=removed)
+        self._start_outbox()
         self.scheduler.start()
         handlers = [
             (evt.EVT_REQUESTED, self._on_requested),
@@ -289,10 +326,36 @@ class StorageNode:
             allow=",".join(str(r) for r in s.allow) or "any",
             storage=self.store.root,
             reports=self.ledger.reports,
+            report_to=s.report_to,
             workers=s.workers,
         )
         if not s.allow and host not in ("127.0.0.1", "::1"):
             _log(logging.WARNING, "open_node", reason="no --allow: any AE on the network may store here")
+
+    def _start_outbox(self) -> None:
+        """Finish the queueing a crash interrupted, then start sending what waits in the outbox."""
+        released, removed = self.ledger.release_staged()
+        waiting = len(self.outbox.pending()) if self.outbox is not None else _queued(self.ledger)
+        if released or removed:
+            _log(logging.INFO, "outbox_recovered", queued=released, staged_removed=removed)
+        if self.outbox is None:
+            if waiting:
+                _log(logging.WARNING, "outbox_waiting", reports=waiting, reason="no report_to: they are not sent")
+            return
+        destination = self.settings.report_to
+        assert destination is not None
+        try:
+            socket.getaddrinfo(destination.host, destination.port, proto=socket.IPPROTO_TCP)
+        except socket.gaierror as exc:  # DNS may be down at boot: keep reports queued, say so
+            _log(logging.WARNING, "report_to_unresolved", report_to=destination, reason=exc)
+        self.outbox.start(destination)
+        _log(
+            logging.INFO,
+            "outbox_started",
+            report_to=destination,
+            calling_ae=self.outbox.calling_ae,
+            waiting=waiting or None,
+        )
 
     @property
     def port(self) -> int:
@@ -320,6 +383,8 @@ class StorageNode:
         for assoc in self._acceptors():
             assoc.join(timeout=10)  # a store handler finishes its write before the thread ends
         self.scheduler.stop()
+        if self.outbox is not None:
+            self.outbox.stop()  # queued reports stay queued for the next start
         _log(logging.INFO, "stopped")
 
     def _acceptors(self) -> list[Association]:
@@ -534,10 +599,13 @@ class CheckScheduler:
     in-memory state is a cache a restart can lose.
     """
 
-    def __init__(self, store: ObjectStore, ledger: Ledger, settings: ServeSettings) -> None:
+    def __init__(
+        self, store: ObjectStore, ledger: Ledger, settings: ServeSettings, outbox: _ReportOutbox | None = None
+    ) -> None:
         self.store = store
         self.ledger = ledger
         self.settings = settings
+        self.outbox = outbox
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._due: dict[Path, float] = {}
         self._jobs: dict[str, _Job] = {}
@@ -683,7 +751,13 @@ class CheckScheduler:
 
     def _check_job(self, course: Any) -> CheckJob:
         s = self.settings
-        return CheckJob(course=course, complete=course.complete, protocol_path=s.protocol, arm=s.arm)
+        return CheckJob(
+            course=course,
+            complete=course.complete,
+            protocol_path=s.protocol,
+            arm=s.arm,
+            dicom_report=s.report_to is not None,
+        )
 
     def _start(self, job: _Job) -> None:
         self._jobs[job.fingerprint] = job
@@ -718,26 +792,49 @@ class CheckScheduler:
             self._complete(job)
 
     def _complete(self, job: _Job) -> None:
-        """Write the report of a claimed, finished check and record it in the ledger."""
+        """Write the report of a claimed, finished check, queue its DICOM copy, and record it
+        in the ledger (in that order: a crash anywhere re-runs the claim, see ``_write``)."""
         assert job.claim is not None and job.outcome is not None
         del self._jobs[job.fingerprint]
+        claim, outcome = job.claim, job.outcome
         try:
-            write_report(job.claim, job.outcome)
+            queued = self._write(claim, outcome)
         except OSError as exc:  # disk full, permissions: the claim stays owed, try again later
-            _log(logging.ERROR, "report_failed", report=job.claim.json_path, reason=exc, retry_s=RETRY_S)
+            _log(logging.ERROR, "report_failed", report=claim.json_path, reason=exc, retry_s=RETRY_S)
             self._due[job.folder] = time.time() + RETRY_S
             return
-        self.ledger.finish(job.claim, job.outcome.verdict, job.outcome.error)
+        self.ledger.finish(claim, outcome.verdict, outcome.error, dicom=queued is not None)
         _log(
-            logging.ERROR if job.outcome.error else logging.INFO,
+            logging.ERROR if outcome.error else logging.INFO,
             "report",
-            verdict=job.outcome.verdict,
-            path=job.claim.json_path.relative_to(self.ledger.reports),
-            check_s=f"{job.outcome.seconds:.2f}",
+            verdict=outcome.verdict,
+            path=claim.json_path.relative_to(self.ledger.reports),
+            dicom=claim.dcm_path.name if queued is not None else None,
+            queued=queued.name if queued is not None else None,
+            check_s=f"{outcome.seconds:.2f}",
             since_last_object_s=f"{time.time() - job.newest:.2f}",
-            error=job.outcome.error,
+            error=outcome.error,
         )
+        if outcome.dicom_error and queued is None:
+            _log(logging.ERROR, "report_dicom_failed", path=claim.json_path.name, reason=outcome.dicom_error)
         self._due[job.folder] = time.time()  # look again: new objects, or all resolved
+
+    def _write(self, claim: Claim, outcome: CheckOutcome) -> Path | None:
+        """Write the report's files and queue its DICOM copy exactly once; returns the queued file.
+
+        A claim re-run after a crash that had already recorded its copy as queued keeps the
+        files it wrote then (the ``.dcm`` on disk is the one sent) and only finishes the queueing.
+        """
+        if not claim.queued:
+            write_report(claim, outcome)
+            if outcome.dicom is None:
+                return None
+            self.ledger.stage(claim, outcome.dicom)
+            claim = self.ledger.mark_queued(claim)
+        queued = self.ledger.release(claim)
+        if self.outbox is not None:
+            self.outbox.wake()
+        return queued
 
     def _replace_broken_executor(self) -> None:
         """Start a new worker pool if the current one is broken (several failures share one pool)."""

@@ -19,9 +19,12 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from .send import Destination
 
 
 class SettingsError(ValueError):
@@ -73,12 +76,20 @@ class ServeSettings:
     quiet_period: float = 2.0
     incomplete_timeout: float = 600.0
     workers: int = 2
+    report_to: Destination | None = None
+    report_calling_ae: str | None = None
+    report_retry_max: float = 60.0
     log_level: str = "info"
     config_file: Path | None = field(default=None, compare=False)
 
     @property
     def max_object_bytes(self) -> int:
         return int(self.max_object_mb * 1024 * 1024)
+
+    @property
+    def report_calling_ae_title(self) -> str:
+        """The AE title the node calls ``report_to`` with: its own, unless told otherwise."""
+        return self.report_calling_ae or self.ae_title
 
 
 # name -> (type, help). The same names are the YAML keys; defaults live on ServeSettings.
@@ -105,8 +116,21 @@ _OPTIONS: dict[str, tuple[type, str]] = {
         "seconds an incomplete course waits before its not-evaluable report (default 600)",
     ),
     "workers": (int, "processes running checks (default 2)"),
+    "report_to": (
+        str,
+        "AE@host:port of the record system (PACS, archive, TPS) that gets every report as an Encapsulated "
+        "PDF in the plan's study; reports wait on disk while it is down",
+    ),
+    "report_calling_ae": (str, "AE title the node calls --report-to with (default: --ae-title)"),
+    "report_retry_max": (
+        float,
+        "longest wait, in seconds, between attempts to reach --report-to while it is down (default 60)",
+    ),
     "log_level": (str, "debug, info, warning or error (default info)"),
 }
+
+
+_METAVARS = {"report_to": "AE@HOST:PORT", "report_calling_ae": "AE", "report_retry_max": "SECONDS"}
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +141,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--config", type=Path, help="YAML file with these settings (options given here win)")
     for name, (kind, help_text) in _OPTIONS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=help_text)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=help_text,
+            metavar=_METAVARS.get(name),
+        )
     parser.add_argument(
         "--allow",
         action="append",
@@ -200,6 +231,7 @@ def _validate(values: dict[str, Any]) -> ServeSettings:
     if not ae_title or len(ae_title) > 16 or "\\" in ae_title or not ae_title.isascii():
         raise SettingsError(f"ae_title {ae_title!r}: an AE title is 1 to 16 ASCII characters, no backslash")
     values["ae_title"] = ae_title
+    _check_report_to(values)
     _check_range(values, "port", 1, 65535)
     _check_range(values, "max_associations", 1, 1000)
     _check_range(values, "workers", 1, 64)
@@ -208,6 +240,7 @@ def _validate(values: dict[str, Any]) -> ServeSettings:
         _check_range(values, name, 1, 24 * 3600)
     _check_range(values, "quiet_period", 0, 3600)
     _check_range(values, "incomplete_timeout", 0, 7 * 24 * 3600)
+    _check_range(values, "report_retry_max", 1, 24 * 3600)
     if "max_pdu" in values and values["max_pdu"] != 0:
         _check_range(values, "max_pdu", 4096, 2**32 - 1)
     level = str(values.get("log_level", "info")).lower()
@@ -226,6 +259,24 @@ def _validate(values: dict[str, Any]) -> ServeSettings:
         )
     values["allow"] = tuple(parse_allow(entry) for entry in values.get("allow", ()))
     return ServeSettings(**values)
+
+
+def _check_report_to(values: dict[str, Any]) -> None:
+    """Parse ``report_to`` into a destination; check ``report_calling_ae`` is an AE title."""
+    from .send import Destination  # here, not at import: only ``serve`` needs pynetdicom
+
+    if "report_to" in values:
+        try:
+            values["report_to"] = Destination.parse(str(values["report_to"]).strip())
+        except ValueError as exc:
+            raise SettingsError(f"report_to {values['report_to']!r}: {exc}") from exc
+    if "report_calling_ae" in values:
+        calling = str(values["report_calling_ae"]).strip()
+        if not calling or len(calling) > 16 or "\\" in calling or not calling.isascii():
+            raise SettingsError(f"report_calling_ae {calling!r}: an AE title is 1 to 16 ASCII characters, no backslash")
+        if "report_to" not in values:
+            raise SettingsError("report_calling_ae needs report_to (the destination it calls)")
+        values["report_calling_ae"] = calling
 
 
 def _check_range(values: dict[str, Any], name: str, low: float, high: float) -> None:

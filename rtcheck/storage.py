@@ -12,7 +12,7 @@ memory only ever caches what the disk says:
   folder so that a course whose plan and structure set sit in different studies still
   assembles.
 - ``<reports>/<PatientID>/<plan labels>_<time>.json`` and ``.txt``: one report per course
-  per (re)export.
+  per (re)export; with ``--report-to`` also ``.dcm``, the report as an Encapsulated PDF.
 - ``<reports>/.rtcheck/<patient>/``: the ledger. A check is *claimed* (``pending/``) with its
   report names before the report is written and *done* (``done/``) after, keyed by the
   course's fingerprint (course key + SHA-256 and mtime of each file). After a crash a
@@ -20,6 +20,13 @@ memory only ever caches what the disk says:
   export, and never none. ``resolved.json`` records the folder state in which every course
   of the patient had its report, so a restart skips unchanged patients with a ``stat``
   walk instead of re-reading months of objects.
+- ``<reports>/.rtcheck/outbox/``: copies of the ``.dcm`` reports waiting for the
+  ``--report-to`` destination (:class:`rtcheck.send.Outbox` sends and removes them). A
+  report is queued exactly once, even across ``kill -9``: its copy is first written under a
+  staging name the sender ignores, then the claim records it as queued, then the copy is
+  renamed to its queue name (fixed when the check was claimed). A crash before the record
+  leaves a staging file the re-run overwrites; a crash after it leaves one that the next
+  start renames. Either way no report is sent twice or never.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import struct
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from io import BytesIO
@@ -46,6 +53,7 @@ from pydicom.datadict import dictionary_VR
 if TYPE_CHECKING:
     from .assembly import CourseFiles
     from .protocol import Protocol
+    from .report import Report
 
 #: Folder (under the study) for each SOP class the node accepts. Derived from the
 #: negotiated SOP class, not from the dataset's Modality, so a sender cannot steer where
@@ -495,12 +503,22 @@ def course_fingerprint(course: CourseFiles) -> tuple[str, list[dict[str, Any]], 
 
 @dataclass(frozen=True)
 class Claim:
-    """A check the ledger owes: which course, and the report names reserved for it."""
+    """A check the ledger owes: which course, and the report names reserved for it.
+
+    ``queue_name`` is the name the report's DICOM copy gets in the outbox; ``queued`` is
+    True once the claim recorded that copy as made (see the module docstring).
+    """
 
     fingerprint: str
     patient_key: str
     json_path: Path
     txt_path: Path
+    dcm_path: Path
+    queue_name: str
+    queued: bool = False
+
+
+_STAGED_SUFFIX = ".staged"
 
 
 class Ledger:
@@ -510,11 +528,16 @@ class Ledger:
         make_folders(reports.absolute() / ".rtcheck")
         self.reports = reports.resolve()
         self.root = self.reports / ".rtcheck"
+        #: Reports waiting for the ``--report-to`` destination.
+        self.outbox = self.root / "outbox"
 
     def _folder(self, key: str, kind: str) -> Path:
         folder = self.root / key / kind
         make_folders(folder)
         return folder
+
+    def _pending_path(self, claim: Claim) -> Path:
+        return self.root / claim.patient_key / "pending" / f"{claim.fingerprint}.json"
 
     def is_done(self, key: str, fingerprint: str) -> bool:
         return (self.root / key / "done" / f"{fingerprint}.json").exists()
@@ -525,9 +548,8 @@ class Ledger:
         folder = self.root / key / "pending"
         for entry in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                data = json.loads(entry.read_text(encoding="utf-8"))
-                out[entry.stem] = Claim(entry.stem, key, Path(data["report_json"]), Path(data["report_txt"]))
-            except (OSError, ValueError, KeyError):
+                out[entry.stem] = _claim(key, entry.stem, json.loads(entry.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError):
                 entry.unlink(missing_ok=True)  # a claim is re-made from the files when needed
         return out
 
@@ -542,10 +564,13 @@ class Ledger:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
             stem = f"{label}_{stamp}" if n == 1 else f"{label}_{stamp}-{n}"
-            json_path, txt_path = folder / f"{stem}.json", folder / f"{stem}.txt"
-            if json_path.name not in taken and not json_path.exists() and not txt_path.exists():
+            paths = [folder / f"{stem}{suffix}" for suffix in (".json", ".txt", ".dcm")]
+            if paths[0].name not in taken and not any(p.exists() for p in paths):
                 break
-        claim = Claim(fingerprint, key, json_path, txt_path)
+        # Outbox names sort oldest first, like those of rtcheck.send.Outbox.enqueue.
+        queue_name = f"{time.time_ns():020d}-{fingerprint[:16]}.dcm"
+        json_path, txt_path, dcm_path = paths
+        claim = Claim(fingerprint, key, json_path, txt_path, dcm_path, queue_name)
         entry = {
             "fingerprint": fingerprint,
             "course_key": course.key,
@@ -553,16 +578,22 @@ class Ledger:
             "plan_labels": course.plan_labels,
             "complete": complete,
             "files": records,
-            "report_json": str(json_path),
-            "report_txt": str(txt_path),
+            "report_json": str(claim.json_path),
+            "report_txt": str(claim.txt_path),
+            "report_dcm": str(claim.dcm_path),
+            "queue_name": queue_name,
+            "queued": False,
             "claimed": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         atomic_write(self._folder(key, "pending") / f"{fingerprint}.json", _json(entry))
         return claim
 
-    def finish(self, claim: Claim, verdict: str, error: str | None) -> None:
-        """Record the report as written, then drop the claim (in that order: crash-safe)."""
-        pending = self.root / claim.patient_key / "pending" / f"{claim.fingerprint}.json"
+    def finish(self, claim: Claim, verdict: str, error: str | None, dicom: bool = False) -> None:
+        """Record the report as written, then drop the claim (in that order: crash-safe).
+
+        ``dicom``: the report's ``.dcm`` was written (and queued) too.
+        """
+        pending = self._pending_path(claim)
         try:
             entry = json.loads(pending.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -572,12 +603,77 @@ class Ledger:
             error=error,
             finished=datetime.now().astimezone().isoformat(timespec="seconds"),
         )
+        if not dicom:
+            entry.pop("report_dcm", None)
+            entry.pop("queue_name", None)
+            entry.pop("queued", None)
         atomic_write(self._folder(claim.patient_key, "done") / f"{claim.fingerprint}.json", _json(entry))
         pending.unlink(missing_ok=True)
 
     def drop(self, claim: Claim) -> None:
         """Forget a claim whose export was superseded before its report was written."""
-        (self.root / claim.patient_key / "pending" / f"{claim.fingerprint}.json").unlink(missing_ok=True)
+        self._pending_path(claim).unlink(missing_ok=True)
+
+    # -- the outbox: each report's DICOM copy queued exactly once -----------------------
+
+    def _staged(self, claim: Claim) -> Path:
+        return self.outbox / f".{claim.queue_name}{_STAGED_SUFFIX}"
+
+    def stage(self, claim: Claim, data: bytes) -> None:
+        """Write the copy to be queued under a name the outbox's sender ignores."""
+        make_folders(self.outbox)
+        atomic_write(self._staged(claim), data)
+
+    def mark_queued(self, claim: Claim) -> Claim:
+        """Record in the claim that its staged copy is the one to send (the point of no return)."""
+        path = self._pending_path(claim)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # unreadable: what the claim knows is enough to go on
+            entry = {"fingerprint": claim.fingerprint, "report_json": str(claim.json_path),
+                     "report_txt": str(claim.txt_path), "report_dcm": str(claim.dcm_path),
+                     "queue_name": claim.queue_name}  # fmt: skip
+        entry["queued"] = True
+        atomic_write(path, _json(entry))
+        return replace(claim, queued=True)
+
+    def release(self, claim: Claim) -> Path:
+        """Rename the claim's staged copy to its queue name (a no-op once done); returns that path."""
+        queued = self.outbox / claim.queue_name
+        staged = self._staged(claim)
+        if staged.exists():
+            os.replace(staged, queued)
+            fsync_folder(self.outbox)
+        return queued
+
+    def release_staged(self) -> tuple[int, int]:
+        """At start: queue the staged copies that claims recorded as queued, delete the others.
+
+        Returns (released, removed). A staged copy no claim recorded was cut short by a
+        crash before the record; its claim is still pending and its re-run stages it anew.
+        """
+        if not self.outbox.is_dir():
+            return 0, 0
+        queued = {}
+        for entry in self.root.glob("*/pending/*.json"):
+            try:
+                claim = _claim(entry.parent.parent.name, entry.stem, json.loads(entry.read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if claim.queued:
+                queued[self._staged(claim).name] = claim
+        released = removed = 0
+        for staged in self.outbox.glob(f".*{_STAGED_SUFFIX}"):
+            claim = queued.get(staged.name)
+            if claim is not None:
+                self.release(claim)
+                released += 1
+            else:
+                staged.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            fsync_folder(self.outbox)
+        return released, removed
 
     def resolved_state(self, key: str) -> list[int] | None:
         try:
@@ -589,6 +685,21 @@ class Ledger:
         folder = self.root / key
         make_folders(folder)
         atomic_write(folder / "resolved.json", _json({"state": list(state)}))
+
+
+def _claim(key: str, fingerprint: str, data: dict[str, Any]) -> Claim:
+    """A claim as its pending entry records it (entries from before ``--report-to`` lack the
+    DICOM fields: their names follow from the JSON report's)."""
+    json_path = Path(data["report_json"])
+    return Claim(
+        fingerprint,
+        key,
+        json_path,
+        Path(data["report_txt"]),
+        Path(data.get("report_dcm") or json_path.with_suffix(".dcm")),
+        str(data.get("queue_name") or f"{fingerprint}.dcm"),
+        bool(data.get("queued", False)),
+    )
 
 
 def _json(data: dict[str, Any]) -> bytes:
@@ -618,12 +729,16 @@ def safe_name(text: str, empty: str) -> str:
 
 @dataclass(frozen=True)
 class CheckJob:
-    """Everything a worker process needs to check one course."""
+    """Everything a worker process needs to check one course.
+
+    ``dicom_report``: also make the report as an Encapsulated PDF (for ``--report-to``).
+    """
 
     course: CourseFiles
     complete: bool
     protocol_path: Path | None
     arm: str | None
+    dicom_report: bool = False
 
 
 @dataclass(frozen=True)
@@ -632,7 +747,8 @@ class CheckOutcome:
 
     Workers return the report instead of writing it so that the node decides whether it
     is still wanted: a check started before the quiet period ended is thrown away if
-    more objects of the course arrive meanwhile.
+    more objects of the course arrive meanwhile. ``dicom`` is the Encapsulated PDF file
+    when the job asked for it, or None with ``dicom_error`` saying why it could not be made.
     """
 
     verdict: str
@@ -640,6 +756,8 @@ class CheckOutcome:
     seconds: float
     json_text: str
     txt_text: str
+    dicom: bytes | None = None
+    dicom_error: str | None = None
 
 
 _PROTOCOLS: dict[Path | None, Protocol] = {}
@@ -659,6 +777,7 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
 
     A check that raises still gets its report: not evaluable, with the reason, so a
     course that breaks the checker is seen by a person instead of vanishing from the queue.
+    The DICOM report (figures and PDF: a second or two) is made here too, in the worker.
     """
     from .api import check_course, error_report, incomplete_report
 
@@ -673,27 +792,70 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
             report = error_report(job.course, protocol, error)
     else:
         report = incomplete_report(job.course, protocol)
-    return _outcome(report, error, time.monotonic() - started)
+    return _outcome(job, report, protocol, error, started, figures=job.complete and error is None)
 
 
 def failure_outcome(job: CheckJob, reason: str) -> CheckOutcome:
-    """The report of a course whose check crashed its worker process (made in the node itself)."""
+    """The report of a course whose check crashed its worker process (made in the node itself).
+
+    Its DICOM report has no figures: drawing them may be what crashed the worker.
+    """
     from .api import error_report
 
+    started = time.monotonic()
     protocol = load_protocol_cached(job.protocol_path)
     report = error_report(job.course, protocol, reason)
-    return _outcome(report, reason, 0.0)
+    return _outcome(job, report, protocol, reason, started, figures=False)
 
 
-def _outcome(report: Any, error: str | None, seconds: float) -> CheckOutcome:
+def _outcome(
+    job: CheckJob, report: Report, protocol: Protocol, error: str | None, started: float, figures: bool
+) -> CheckOutcome:
     from .render import render_text
 
-    return CheckOutcome(str(report.verdict), error, seconds, report.model_dump_json(indent=2), render_text(report))
+    dicom, dicom_error = dicom_report(job.course, report, protocol, figures) if job.dicom_report else (None, None)
+    return CheckOutcome(
+        verdict=str(report.verdict),
+        error=error,
+        seconds=time.monotonic() - started,
+        json_text=report.model_dump_json(indent=2),
+        txt_text=render_text(report),
+        dicom=dicom,
+        dicom_error=dicom_error,
+    )
+
+
+def dicom_report(
+    course: CourseFiles, report: Report, protocol: Protocol, figures: bool
+) -> tuple[bytes | None, str | None]:
+    """(Encapsulated PDF file bytes, None), or (None, why it could not be made).
+
+    Filed under the patient and study of the course's first plan. Never raises: a report
+    whose PDF cannot be made still has its JSON and text, and the node logs the reason.
+    """
+    from .figures import build_figures
+    from .report_dicom import encapsulate_pdf
+    from .report_pdf import render_pdf
+
+    try:
+        # A report of an incomplete course, or of a check that failed, lists no files:
+        # the plan to take the patient and study from is then the course's own.
+        plan = None if report.files else pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
+        drawn = build_figures(course, report, protocol) if figures else None
+        ds = encapsulate_pdf(report, render_pdf(report, drawn), plan)
+        buffer = BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return buffer.getvalue(), None
 
 
 def write_report(claim: Claim, outcome: CheckOutcome) -> None:
-    """Write the .txt, then the .json (the file that marks a report as there), atomically."""
+    """Write the .txt, the .dcm (if any), then the .json (the file that marks a report as
+    there), each atomically."""
     atomic_write(claim.txt_path, outcome.txt_text.encode("utf-8"))
+    if outcome.dicom is not None:
+        atomic_write(claim.dcm_path, outcome.dicom)
     atomic_write(claim.json_path, outcome.json_text.encode("utf-8"))
 
 
