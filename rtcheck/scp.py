@@ -216,18 +216,11 @@ class _Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _ReportOutbox(Outbox):
-    """The outbox of ``--report-to``; the scheduler renames reports into its folder and wakes it."""
-
-    def wake(self) -> None:
-        self._wake.set()
-
-
-def _report_outbox(settings: ServeSettings, ledger: Ledger) -> _ReportOutbox | None:
+def _report_outbox(settings: ServeSettings, ledger: Ledger) -> Outbox | None:
     if settings.report_to is None:
         return None
     make_folders(ledger.outbox)
-    return _ReportOutbox(
+    return Outbox(
         ledger.outbox,
         calling_ae=settings.report_calling_ae_title,
         initial_backoff_s=min(REPORT_RETRY_FIRST_S, settings.report_retry_max),
@@ -600,7 +593,7 @@ class CheckScheduler:
     """
 
     def __init__(
-        self, store: ObjectStore, ledger: Ledger, settings: ServeSettings, outbox: _ReportOutbox | None = None
+        self, store: ObjectStore, ledger: Ledger, settings: ServeSettings, outbox: Outbox | None = None
     ) -> None:
         self.store = store
         self.ledger = ledger

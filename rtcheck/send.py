@@ -255,6 +255,10 @@ class Outbox:
         self._wake.set()
         return queued
 
+    def wake(self) -> None:
+        """Look at the queue now: for files put there by rename rather than :meth:`enqueue`."""
+        self._wake.set()
+
     def pending(self) -> list[Path]:
         """The queued files, oldest first."""
         return sorted(p for p in self.folder.glob(f"*{self.SUFFIX}") if not p.name.startswith("."))

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.assembly import CourseFiles
 from rtcheck.phantom import write_course
+from rtcheck.report import Report
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
@@ -34,6 +37,21 @@ def course_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return written[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def checked(course_dir: Callable[..., Path]) -> Callable[[str], tuple[CourseFiles, Report]]:
+    """Course files and report of a phantom variant, checked once per session."""
+    protocol = load_protocol()
+    done: dict[str, tuple[CourseFiles, Report]] = {}
+
+    def get(variant: str) -> tuple[CourseFiles, Report]:
+        if variant not in done:
+            course = find_courses([course_dir(variant)])[0]
+            done[variant] = (course, check_course(course, protocol))
+        return done[variant]
+
+    return get
 
 
 @pytest.fixture(scope="session")

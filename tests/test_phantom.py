@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import shapely
+from peers import require
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -102,12 +102,11 @@ def _fit_sphere(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 @pytest.mark.parametrize("variant", ["compliant", "control_arm", "single_plan_two_groups", "multi_plan_dose"])
 def test_dciodvfy_reports_no_errors(course_dir, variant):
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    dciodvfy = require("dciodvfy", "dicom3tools")
     files = sorted(course_dir(variant).glob("*.dcm"))
     assert {f.name[:2] for f in files} == {"RS", "RP", "RD"}
     for f in files:
-        out = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, check=False)
+        out = subprocess.run([dciodvfy, str(f)], capture_output=True, text=True, check=False)
         lines = (out.stdout + out.stderr).splitlines()
         # dciodvfy names the IOD it recognised; without that line it did not read the file.
         assert {"RTPlan", "RTStructureSet", "RTDose"} & set(lines), f"{f.name}: {lines}"
@@ -128,10 +127,9 @@ def test_ct_slices_are_valid_and_fast(tmp_path, course_dir):
     assert ct.PatientID == rs.PatientID
     hu = ct.pixel_array.astype(int) - 1024
     assert set(np.unique(hu)) == {-1024, -800, 0, 700}
-    if shutil.which("dciodvfy"):
-        out = subprocess.run(["dciodvfy", str(slices[40])], capture_output=True, text=True, check=False)
-        assert "CTImage" in out.stdout + out.stderr
-        assert not [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+    out = subprocess.run([require("dciodvfy", "dicom3tools"), str(slices[40])], capture_output=True, text=True)
+    assert "CTImage" in out.stdout + out.stderr
+    assert not [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
 
 
 def test_writing_twice_gives_identical_bytes(tmp_path):

@@ -6,21 +6,17 @@ when dciodvfy is missing and the environment variable CI is set.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
+from peers import require
 
-from rtcheck.api import check_course, find_courses, incomplete_report, load_protocol
-from rtcheck.assembly import CourseFiles
+from rtcheck.api import find_courses, incomplete_report, load_protocol
 from rtcheck.errors import InputError
 from rtcheck.figures import build_figures
 from rtcheck.phantom import write_plan_without_structure_set
-from rtcheck.report import Report
 from rtcheck.report_dicom import (
     BASIC_TEXT_SR_STORAGE,
     ENCAPSULATED_PDF_STORAGE,
@@ -32,27 +28,8 @@ from rtcheck.report_dicom import (
 from rtcheck.report_pdf import render_pdf
 
 
-@pytest.fixture(scope="module")
-def checked(course_dir) -> Callable[[str], tuple[CourseFiles, Report]]:
-    """Course files and report of a phantom variant, computed once per module."""
-    done: dict[str, tuple[CourseFiles, Report]] = {}
-
-    def get(variant: str) -> tuple[CourseFiles, Report]:
-        if variant not in done:
-            course = find_courses([course_dir(variant)])[0]
-            done[variant] = (course, check_course(course, load_protocol()))
-        return done[variant]
-
-    return get
-
-
 def dciodvfy(path: Path) -> str:
-    found = shutil.which("dciodvfy")
-    if not found:
-        message = "dciodvfy not found (apt-get install dicom3tools)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    found = require("dciodvfy", "dicom3tools")
     out = subprocess.run([found, str(path)], capture_output=True, text=True, timeout=120)
     return out.stdout + out.stderr
 

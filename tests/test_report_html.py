@@ -19,29 +19,14 @@ import numpy as np
 import pytest
 
 from rtcheck.api import check_course, find_courses, load_protocol
-from rtcheck.assembly import CourseFiles, load_course
+from rtcheck.assembly import load_course
 from rtcheck.figures import Figures, _coronal_section, build_figures
 from rtcheck.geometry import SolidCache
-from rtcheck.report import Report, Status
+from rtcheck.report import Status
 from rtcheck.report_html import BADGE, render_html, report_stem, write_html
 
 VARIANTS = ["compliant", "sfrt_rx_6gy", "peak_near_gtv_edge", "peaks_underdosed_6gy", "control_arm"]
 _VOID = {"meta", "img", "br", "col", "hr", "link", "input"}
-
-
-@pytest.fixture(scope="module")
-def checked(course_dir: Callable[..., Path]) -> Callable[[str], tuple[CourseFiles, Report]]:
-    """Course files and report of a phantom variant, computed once per module."""
-    protocol = load_protocol()
-    done: dict[str, tuple[CourseFiles, Report]] = {}
-
-    def get(variant: str) -> tuple[CourseFiles, Report]:
-        if variant not in done:
-            course = find_courses([course_dir(variant)])[0]
-            done[variant] = (course, check_course(course, protocol))
-        return done[variant]
-
-    return get
 
 
 @pytest.fixture(scope="module")

@@ -6,54 +6,28 @@ variable CI is set.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from peers import require
 
-from rtcheck.api import check_course, find_courses, load_protocol
-from rtcheck.assembly import CourseFiles
+from rtcheck.api import load_protocol
 from rtcheck.figures import build_figures
-from rtcheck.report import Report, Status
+from rtcheck.report import Status
 from rtcheck.report_pdf import render_pdf, write_pdf
 
 
-@pytest.fixture(scope="module")
-def checked(course_dir) -> Callable[[str], tuple[CourseFiles, Report]]:
-    """Course files and report of a phantom variant, computed once per module."""
-    done: dict[str, tuple[CourseFiles, Report]] = {}
-
-    def get(variant: str) -> tuple[CourseFiles, Report]:
-        if variant not in done:
-            course = find_courses([course_dir(variant)])[0]
-            done[variant] = (course, check_course(course, load_protocol()))
-        return done[variant]
-
-    return get
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} not found (apt-get install poppler-utils)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def pdf_text(path: Path) -> str:
-    out = subprocess.run([tool("pdftotext"), "-layout", str(path), "-"], capture_output=True, text=True, timeout=60)
+    pdftotext = require("pdftotext", "poppler-utils")
+    out = subprocess.run([pdftotext, "-layout", str(path), "-"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def pdf_pages(path: Path) -> int:
-    out = subprocess.run([tool("pdfinfo"), str(path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([require("pdfinfo", "poppler-utils"), str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     match = re.search(r"^Pages:\s+(\d+)", out.stdout, re.MULTILINE)
     assert match is not None
@@ -100,7 +74,8 @@ def test_pdf_with_figures_is_a4_and_reads_well(checked, tmp_path: Path) -> None:
     pdf = render_pdf(report, figures)
     path = tmp_path / "report.pdf"
     path.write_bytes(pdf)
-    info = subprocess.run([tool("pdfinfo"), str(path)], capture_output=True, text=True, timeout=60).stdout
+    pdfinfo = require("pdfinfo", "poppler-utils")
+    info = subprocess.run([pdfinfo, str(path)], capture_output=True, text=True, timeout=60).stdout
     assert re.search(r"Page size:\s+595\.\d+ x 841\.\d+ pts \(A4\)", info)
     assert pdf_pages(path) >= 3
     text = pdf_text(path)

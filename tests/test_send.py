@@ -8,7 +8,6 @@ needs DCMTK fails, instead of skipping, when the environment variable CI is set.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from peers import dcmtk, free_port
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import EncapsulatedPDFStorage
 
@@ -30,38 +30,6 @@ from rtcheck.report_pdf import render_pdf
 from rtcheck.send import Destination, Outbox, SendError, add_send_arguments, run_send, send_file
 
 DEADLINE_S = 20.0
-
-
-def dcmtk(tool: str) -> str:
-    """The DCMTK binary ``tool`` (pynetdicom installs apps of the same names on PATH)."""
-    found = _find_dcmtk(tool)
-    if found:
-        return found
-    message = f"DCMTK {tool} not found (apt-get install dcmtk)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@functools.cache
-def _find_dcmtk(tool: str) -> str | None:
-    candidates = [str(Path(d) / tool) for d in os.environ.get("PATH", "").split(os.pathsep)]
-    for candidate in [*candidates, f"/usr/bin/{tool}"]:
-        if not os.access(candidate, os.X_OK):
-            continue
-        try:
-            out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if "dcmtk" in (out.stdout + out.stderr).lower():
-            return candidate
-    return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition, timeout_s: float = DEADLINE_S, step_s: float = 0.05) -> bool:  # type: ignore[no-untyped-def]

@@ -1,0 +1,60 @@
+"""The real programs the tests run against: DCMTK, dicom3tools, poppler.
+
+A test that needs one skips on a developer machine without it, and fails in CI (``CI``
+set), where `.ci/run` installs them: a missing install step must not turn into a green run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require(tool: str, package: str) -> str:
+    """The path of ``tool`` (from Debian's ``package``)."""
+    found = shutil.which(tool)
+    if found is None:
+        _missing(f"{tool} not found (apt-get install {package})")
+    return str(found)
+
+
+def dcmtk(tool: str) -> str:
+    """The DCMTK binary ``tool``: pynetdicom installs Python apps of the same names on PATH."""
+    found = _find_dcmtk(tool)
+    if found is None:
+        _missing(f"DCMTK {tool} not found (apt-get install dcmtk)")
+    return str(found)
+
+
+@functools.cache
+def _find_dcmtk(tool: str) -> str | None:
+    candidates = [str(Path(d) / tool) for d in os.environ.get("PATH", "").split(os.pathsep)]
+    for candidate in [*candidates, f"/usr/bin/{tool}"]:
+        if not os.access(candidate, os.X_OK):
+            continue
+        try:
+            out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if "dcmtk" in (out.stdout + out.stderr).lower():
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
