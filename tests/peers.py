@@ -12,11 +12,13 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 
-def _missing(message: str) -> None:
+def missing(message: str) -> NoReturn:
+    """Skip (fail in CI) because something a test needs is not there."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -26,7 +28,7 @@ def require(tool: str, package: str) -> str:
     """The path of ``tool`` (from Debian's ``package``)."""
     found = shutil.which(tool)
     if found is None:
-        _missing(f"{tool} not found (apt-get install {package})")
+        missing(f"{tool} not found (apt-get install {package})")
     return str(found)
 
 
@@ -34,7 +36,7 @@ def dcmtk(tool: str) -> str:
     """The DCMTK binary ``tool``: pynetdicom installs Python apps of the same names on PATH."""
     found = _find_dcmtk(tool)
     if found is None:
-        _missing(f"DCMTK {tool} not found (apt-get install dcmtk)")
+        missing(f"DCMTK {tool} not found (apt-get install dcmtk)")
     return str(found)
 
 

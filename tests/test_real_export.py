@@ -1,0 +1,100 @@
+"""A real planning-system export that rtcheck did not write: dicompyler-core's example course.
+
+The course (BSD licence; an Eclipse breast boost "B1", 7 fractions, SITE dose reference of
+14 Gy) ships in dicompyler-core's source distribution, which pip fetches from PyPI. Its
+RTDOSE carries the DVHs the planning system computed itself, so rtcheck's reader and DVH
+engine are compared with a planning system's own numbers, not only with our phantom.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from peers import missing
+
+from rtcheck.api import check_course
+from rtcheck.assembly import find_courses, load_course
+from rtcheck.dose import load_dose_grid
+from rtcheck.dvh import structure_dose
+from rtcheck.geometry import SolidCache
+from rtcheck.protocol import load_protocol
+
+SDIST = "dicompyler-core==0.5.6"
+EXAMPLE = "tests/testdata/example_data"
+
+
+@pytest.fixture(scope="session")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example course's folder (RTPLAN, RTSTRUCT, RTDOSE and one CT slice)."""
+    folder = tmp_path_factory.mktemp("sdist")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", SDIST, "-d", folder],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    archives = sorted(folder.glob("dicompyler*core-*.tar.gz"))
+    if proc.returncode != 0 or not archives:
+        missing(f"could not download {SDIST} from PyPI: {proc.stderr.strip()[-200:]}")
+    out = folder / "course"
+    with tarfile.open(archives[0]) as tar:
+        members = [m for m in tar.getmembers() if f"/{EXAMPLE}/" in m.name and m.isfile()]
+        for member in members:
+            member.name = Path(member.name).name
+            tar.extract(member, out, filter="data")
+    return out
+
+
+def tps_dvh_means(dose_path: Path) -> dict[int, tuple[float, float]]:
+    """ROI number -> (volume cc, mean dose Gy) from the planning system's cumulative DVHs."""
+    ds = pydicom.dcmread(dose_path)
+    out = {}
+    for item in ds.DVHSequence:
+        data = np.asarray(item.DVHData, dtype=float)
+        widths, cumulative = data[0::2], data[1::2]
+        centres = np.cumsum(widths) - widths / 2
+        differential = -np.diff(np.append(cumulative, 0.0))
+        mean = float((differential * centres).sum() / cumulative[0] * float(item.DVHDoseScaling))
+        out[int(item.DVHReferencedROISequence[0].ReferencedROINumber)] = (float(cumulative[0]), mean)
+    return out
+
+
+def test_real_export_is_assembled_and_read(export: Path) -> None:
+    (files,) = find_courses([export])
+    assert files.complete and files.plan_labels == ["B1"]
+    course, integrity = load_course(files)
+    assert not [f for f in integrity if f.severity == "error"]
+    (fg,) = course.plans[0].fraction_groups
+    assert fg.fractions_planned == 7
+    assert fg.prescription is not None and fg.prescription.source == "dose_reference"
+    assert fg.prescription.dose_per_fraction_gy == pytest.approx(14.0 / 7)
+
+
+def test_dvhs_agree_with_the_planning_systems_own(export: Path) -> None:
+    (files,) = find_courses([export])
+    course, _ = load_course(files)
+    assert course.structure_set is not None
+    grid = load_dose_grid(course.doses[0])
+    solids = SolidCache(course.structure_set)
+    compared = 0
+    for number, (tps_cc, tps_mean) in tps_dvh_means(course.doses[0].source.path).items():
+        if tps_cc < 10 or course.structure_set.rois[number].name == "BODY":
+            continue  # the planning system's BODY is cut to its CT; tiny ROIs are wires and scars
+        ours = structure_dose(grid, solids.get(number))
+        name = course.structure_set.rois[number].name
+        assert ours.volume_cc == pytest.approx(tps_cc, rel=0.03), name
+        assert ours.dmean == pytest.approx(tps_mean, rel=0.02, abs=0.02), name
+        compared += 1
+    assert compared >= 5
+
+
+def test_a_breast_boost_is_not_called_compliant(export: Path) -> None:
+    (files,) = find_courses([export])
+    report = check_course(files, load_protocol())
+    assert report.verdict == "not_evaluable" and report.arm.arm is None
