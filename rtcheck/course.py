@@ -12,18 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-
-
-class Modality(StrEnum):
-    """The DICOM-RT objects rtcheck assembles into a course."""
-
-    RTPLAN = "RTPLAN"
-    RTSTRUCT = "RTSTRUCT"
-    RTDOSE = "RTDOSE"
 
 
 @dataclass(frozen=True)
@@ -245,20 +236,3 @@ class Course:
         for plan in self.plans:
             for fg in plan.fraction_groups:
                 yield ComponentPart(plan, fg)
-
-    def doses_for(self, part: ComponentPart) -> list[DoseFile]:
-        """Doses of exactly this fraction group, or of its whole plan.
-
-        A FRACTION-summation dose names its fraction group; a PLAN dose covers every
-        fraction group of its plan (the caller must know whether that is what it wants).
-        """
-        out = []
-        for d in self.doses:
-            if part.plan.uid not in d.referenced_plan_uids:
-                continue
-            if d.summation_type == "FRACTION":
-                if part.fraction_group.number in d.referenced_fraction_group_numbers:
-                    out.append(d)
-            else:
-                out.append(d)
-        return out

@@ -21,12 +21,6 @@ class RoleMatches:
     def rois(self, role: str) -> tuple[Roi, ...]:
         return self.by_role.get(role, ())
 
-    def names(self, role: str) -> list[str]:
-        return [r.name for r in self.rois(role)]
-
-    def roles_of(self, roi: Roi) -> list[str]:
-        return [role for role, rois in self.by_role.items() if any(r.number == roi.number for r in rois)]
-
 
 def match_roles(protocol: Protocol, structure_set: StructureSet | None) -> RoleMatches:
     """Match every ROI of the structure set against every role of the protocol."""
