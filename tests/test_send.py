@@ -8,18 +8,13 @@ needs DCMTK fails, instead of skipping, when the environment variable CI is set.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
 import pytest
-from peers import dcmtk, free_port
+from peers import free_port, received, storescp
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import EncapsulatedPDFStorage
 
@@ -41,47 +36,6 @@ def wait_for(condition, timeout_s: float = DEADLINE_S, step_s: float = 0.05) -> 
     return bool(condition())
 
 
-@contextmanager
-def storescp(port: int, folder: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """DCMTK storescp on ``port``, writing what it receives into ``folder``."""
-    binary = dcmtk("storescp")
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    proc = subprocess.Popen(
-        [binary, "-aet", "ARCHIVE", "-od", str(folder), str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "storescp ended"
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        assert wait_for(listening, 10.0), "storescp did not start listening"
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def received(folder: Path) -> list[pydicom.Dataset]:
-    """The objects storescp has finished writing into ``folder``."""
-    out = []
-    for path in sorted(folder.glob("*")):
-        try:
-            out.append(pydicom.dcmread(path))
-        except Exception:
-            continue  # still being written
-    return out
-
-
 @pytest.fixture(scope="module")
 def report_file(course_dir, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An Encapsulated PDF report of the compliant phantom course."""
@@ -94,7 +48,7 @@ def report_file(course_dir, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_send_file_stores_the_report_at_storescp(report_file: Path, tmp_path: Path) -> None:
     port = free_port()
-    with storescp(port, tmp_path / "in"):
+    with storescp(port, tmp_path / "in", "ARCHIVE"):
         status = send_file(report_file, "ARCHIVE", "127.0.0.1", port)
         assert status == 0x0000
         assert wait_for(lambda: len(received(tmp_path / "in")) == 1)
@@ -108,7 +62,7 @@ def test_rtcheck_send_command(report_file: Path, tmp_path: Path, capsys: pytest.
     parser = argparse.ArgumentParser()
     add_send_arguments(parser)
     port = free_port()
-    with storescp(port, tmp_path / "in"):
+    with storescp(port, tmp_path / "in", "ARCHIVE"):
         args = parser.parse_args([str(report_file), "--to", f"ARCHIVE@127.0.0.1:{port}"])
         assert run_send(args) == 0
     assert f"stored {report_file} at ARCHIVE@127.0.0.1:{port} (status 0x0000)" in capsys.readouterr().out
@@ -142,7 +96,7 @@ def test_outbox_delivers_once_the_destination_comes_up(report_file: Path, tmp_pa
         assert wait_for(lambda: outbox.failures >= 2, 10.0)  # nobody listens yet: it keeps trying
         assert outbox.pending() == [queued]
         assert outbox.next_delay_s() <= 0.4
-        with storescp(port, tmp_path / "in"):
+        with storescp(port, tmp_path / "in", "ARCHIVE"):
             assert wait_for(lambda: not outbox.pending())
             assert wait_for(lambda: len(received(tmp_path / "in")) == 1)
     finally:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
-from peers import dcmtk, free_port
+from peers import dcmtk, free_port, received, storescp
 from pynetdicom.sop_class import EncapsulatedPDFStorage
 
 from rtcheck.api import find_courses
@@ -99,46 +97,6 @@ class Node:
 
     def queued(self) -> list[Path]:
         return sorted(p for p in self.outbox.glob("*.dcm") if not p.name.startswith("."))
-
-
-@contextmanager
-def storescp(port: int, folder: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """DCMTK storescp as the record system, AE title STORESCP, writing into ``folder``."""
-    binary = dcmtk("storescp")
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [binary, "-aet", "STORESCP", "-od", str(folder), str(port)],
-        env={**os.environ, "TCP_NODELAY": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def listening() -> bool:
-            assert proc.poll() is None, "storescp ended"
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(listening, "storescp listening", 10.0)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def received(folder: Path) -> list[pydicom.Dataset]:
-    """The objects storescp has finished writing into ``folder``."""
-    out = []
-    for path in sorted(folder.glob("*")):
-        try:
-            out.append(pydicom.dcmread(path))
-        except Exception:
-            continue  # still being written
-    return out
 
 
 def storescu(port: int, files: list[Path]) -> None:
