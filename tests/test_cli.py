@@ -331,3 +331,15 @@ def test_html_and_dicom_reports_from_the_command_line(course_dir, tmp_path: Path
     for patient_id, ds in plans.items():
         assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF
         assert patient_id.startswith("PHANTOM_")
+
+
+@pytest.mark.parametrize(("folder", "arm"), [("compliant", "experimental"), ("control_arm", "control")])
+def test_committed_example_courses_are_per_protocol(
+    capsys: pytest.CaptureFixture[str], fixtures_dir: Path, folder: str, arm: str
+) -> None:
+    """The small courses committed under tests/fixtures pass every rule of their arm."""
+    code, payload = run_json(capsys, fixtures_dir / folder)
+    (report,) = payload["reports"]
+    assert report["arm"]["arm"] == arm
+    assert {r["status"] for r in report["rules"]} == {"per_protocol"}
+    assert code == ExitCode.PER_PROTOCOL
