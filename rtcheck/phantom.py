@@ -235,8 +235,29 @@ def cylinder(centre_xy: tuple[float, float], radius_mm: float, z_min: float, z_m
     return EllipticCylinder(centre_xy, (radius_mm, radius_mm), z_min, z_max)
 
 
+class _Compound:
+    """What a shape made of ``parts`` derives from them: extent, inside test, volume."""
+
+    parts: tuple[Shape, ...]
+
+    def z_extent(self) -> tuple[float, float]:
+        ext = np.array([p.z_extent() for p in self.parts])
+        return ext[:, 0].min(), ext[:, 1].max()
+
+    def xy_bounds(self) -> tuple[float, float, float, float]:
+        b = np.array([p.xy_bounds() for p in self.parts])
+        return b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+
+    def contains(self, xyz: np.ndarray) -> np.ndarray:
+        return np.logical_or.reduce([p.contains(xyz) for p in self.parts])
+
+    @property
+    def volume_cc(self) -> float:
+        return sum(p.volume_cc for p in self.parts)
+
+
 @dataclass(frozen=True)
-class Stack:
+class Stack(_Compound):
     """Elliptic cylinders stacked end to end (a body outline that narrows at the neck).
 
     ``parts`` go from inferior to superior and touch; a plane on a shared boundary belongs
@@ -248,48 +269,19 @@ class Stack:
     def _part_at(self, z: float) -> EllipticCylinder | None:
         return next((p for p in self.parts if p.z_min <= z <= p.z_max), None)
 
-    def z_extent(self) -> tuple[float, float]:
-        return self.parts[0].z_min, self.parts[-1].z_max
-
-    def xy_bounds(self) -> tuple[float, float, float, float]:
-        b = np.array([p.xy_bounds() for p in self.parts])
-        return b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
-
     def rings(self, z: float, sampling: Sampling) -> list[np.ndarray]:
         part = self._part_at(z)
         return part.rings(z, sampling) if part else []
 
-    def contains(self, xyz: np.ndarray) -> np.ndarray:
-        return np.logical_or.reduce([p.contains(xyz) for p in self.parts])
-
-    @property
-    def volume_cc(self) -> float:
-        return sum(p.volume_cc for p in self.parts)
-
 
 @dataclass(frozen=True)
-class Union:
+class Union(_Compound):
     """Disjoint solids drawn as one ROI (a GTV in two pieces)."""
 
     parts: tuple[Ellipsoid, ...]
 
-    def z_extent(self) -> tuple[float, float]:
-        ext = np.array([p.z_extent() for p in self.parts])
-        return ext[:, 0].min(), ext[:, 1].max()
-
-    def xy_bounds(self) -> tuple[float, float, float, float]:
-        b = np.array([p.xy_bounds() for p in self.parts])
-        return b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
-
     def rings(self, z: float, sampling: Sampling) -> list[np.ndarray]:
         return [r for p in self.parts for r in p.rings(z, sampling)]
-
-    def contains(self, xyz: np.ndarray) -> np.ndarray:
-        return np.logical_or.reduce([p.contains(xyz) for p in self.parts])
-
-    @property
-    def volume_cc(self) -> float:
-        return sum(p.volume_cc for p in self.parts)
 
 
 @dataclass(frozen=True)
