@@ -22,8 +22,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from rtcheck.audit import add_audit_arguments, run_audit
-from rtcheck.audit_exec import default_jobs
+from rtcheck.audit.executors import default_jobs
+from rtcheck.audit.run import add_audit_arguments, run_audit
 from rtcheck.phantom import build_spec, write_ct_series, write_spec
 
 #: Each centre's case mix: the variants its courses cycle through.

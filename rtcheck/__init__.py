@@ -6,8 +6,7 @@ The stable Python API is re-exported here (see :mod:`rtcheck.api`)::
     reports = rtcheck.check_paths(["export/"])  # one Report per course, bundled protocol
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import check_course, check_paths, error_report, find_courses, incomplete_report, load_protocol
 from .errors import ExitCode, InputError, ProtocolError, RtcheckError
 from .report import Report, RuleResult, Status

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .arms import detect_arm, part_name
 from .assembly import CourseFiles, find_courses, load_course
-from .engine import CheckContext, run_rules
+from .engine import run_rules
 from .errors import InputError
-from .protocol import Protocol, load_protocol
+from .protocol import Protocol, read_protocol
 from .report import (
     ArmResult,
     InputFile,
@@ -34,8 +34,20 @@ from .report import (
     worst,
 )
 from .roles import match_roles
+from .rules import validate_rule_params
+from .rules.base import CheckContext
 
 __all__ = ["check_course", "check_paths", "error_report", "find_courses", "incomplete_report", "load_protocol"]
+
+
+def load_protocol(path: Path | str | None = None) -> Protocol:
+    """Load and validate a protocol YAML (the bundled trial protocol when ``path`` is None).
+
+    Every rule's check, unit and params are validated against the registered checks.
+    Raises :class:`~rtcheck.errors.ProtocolError` naming the file, the YAML path and the
+    line of the first problems found.
+    """
+    return read_protocol(path, validate_rule_params)
 
 
 def _protocol_ref(protocol: Protocol) -> ProtocolRef:

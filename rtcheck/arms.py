@@ -92,9 +92,7 @@ def _assign(course: Course, protocol: Protocol, arm: str, roles: RoleMatches) ->
     return total, out
 
 
-def detect_arm(
-    course: Course, protocol: Protocol, roles: RoleMatches, forced: str | None = None
-) -> ArmAssignment:
+def detect_arm(course: Course, protocol: Protocol, roles: RoleMatches, forced: str | None = None) -> ArmAssignment:
     """The best-scoring arm (or ``forced``), with its component assignment and evidence."""
     if forced is not None:
         _, assignment = _assign(course, protocol, forced, roles)
@@ -109,10 +107,6 @@ def detect_arm(
     assert best is not None  # a protocol has at least one arm
     score, assignment = best
     if not any(c.parts for c in assignment.components.values()):
-        return ArmAssignment(
-            None, {}, assignment.unassigned, ["no fraction group matches any arm's components"]
-        )
-    assignment.evidence.insert(
-        0, f"arm {assignment.arm} scored {score} (highest of {len(protocol.arms)} arms)"
-    )
+        return ArmAssignment(None, {}, assignment.unassigned, ["no fraction group matches any arm's components"])
+    assignment.evidence.insert(0, f"arm {assignment.arm} scored {score} (highest of {len(protocol.arms)} arms)")
     return assignment

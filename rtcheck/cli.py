@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 
-from . import __version__
+from ._version import __version__
 from .errors import ExitCode, InputError, RtcheckError
 from .report import Status
 
@@ -88,7 +88,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="send DICOM files (e.g. a report) to a DICOM node with C-STORE")
     audit = sub.add_parser("audit", help="protocol compliance of many submissions across centres (trial QA)")
     if command in (None, "serve"):
-        from .serve_config import add_serve_arguments
+        from .node.config import add_serve_arguments
 
         add_serve_arguments(serve)
     if command in (None, "send"):
@@ -96,7 +96,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_send_arguments(send)
     if command in (None, "audit"):
-        from .audit import add_audit_arguments
+        from .audit.run import add_audit_arguments
 
         add_audit_arguments(audit)
     return parser
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "protocol":
             return _protocol(args)
         if args.command == "serve":
-            from .scp import run_serve
+            from .node.server import run_serve
 
             return run_serve(args)
         if args.command == "send":
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_send(args)
         if args.command == "audit":
-            from .audit import run_audit
+            from .audit.run import run_audit
 
             return run_audit(args)
         parser.print_help(sys.stderr)
@@ -158,10 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .api import check_course
+    from .api import check_course, load_protocol
     from .assembly import discover
-    from .protocol import load_protocol
-    from .render import print_report, render_json, summary_line
+    from .reports.text import print_report, render_json, summary_line
 
     protocol = load_protocol(args.protocol)
     if args.arm is not None and args.arm not in protocol.arms:
@@ -225,10 +224,10 @@ def _write_files(
     args: argparse.Namespace, courses: list[CourseFiles], reports: list[Report], protocol: Protocol
 ) -> None:
     """HTML, PDF or DICOM reports: to ``-o FILE`` for one course, into ``-o DIR`` for several."""
-    from .figures import build_figures
-    from .report_dicom import write_dicom, write_findings_sr
-    from .report_html import report_stem, write_html
-    from .report_pdf import write_pdf
+    from .reports.dicom import write_dicom, write_findings_sr
+    from .reports.figures import build_figures
+    from .reports.html import report_stem, write_html
+    from .reports.pdf import write_pdf
 
     if args.output is None:
         raise InputError(None, f"--format {args.format} writes a file: give -o FILE (or -o DIR for several courses)")
@@ -265,7 +264,7 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _protocol(args: argparse.Namespace) -> int:
-    from .protocol import load_protocol
+    from .api import load_protocol
 
     protocol = load_protocol(args.file)
     info = protocol.protocol

@@ -9,60 +9,13 @@ threshold lives in the protocol YAML, and every verdict carries the value it was
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any
 
-from .arms import ArmAssignment
-from .course import Component, Course
-from .protocol import Limits, Protocol, RuleSpec
-from .report import IntegrityFinding, ItemResult, LimitsOut, RuleResult, Status, worst
-from .roles import RoleMatches
+from .protocol import Limits, RuleSpec
+from .report import ItemResult, LimitsOut, RuleResult, Status, worst
 from .rules import registry
+from .rules.base import CheckContext, Measurement, NotEvaluable
 
 log = logging.getLogger(__name__)
-
-
-class NotEvaluable(Exception):
-    """Raised by a check whose inputs are missing or unusable; the message says which."""
-
-
-@dataclass
-class Item:
-    """One measured item of a rule (a peak, a target), in canonical units."""
-
-    name: str
-    value: float | None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Measurement:
-    """What a check returns: values in canonical units, and where they came from."""
-
-    value: float | None = None
-    message: str = ""
-    structures: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    items: list[Item] = field(default_factory=list)
-    evidence: dict[str, Any] = field(default_factory=dict)
-    #: A status the check decides itself (only for findings without a numeric limit).
-    status: Status | None = None
-
-
-@dataclass
-class CheckContext:
-    """Everything a check may look at. Families keep their caches in ``cache``."""
-
-    course: Course
-    protocol: Protocol
-    arm: ArmAssignment
-    roles: RoleMatches
-    integrity: list[IntegrityFinding]
-    cache: dict[str, Any] = field(default_factory=dict)
-
-    def component(self, name: str) -> Component | None:
-        comp = self.arm.components.get(name)
-        return comp if comp is not None and comp.parts else None
 
 
 def grade(value: float, spec: RuleSpec) -> Status:
@@ -135,9 +88,7 @@ def to_result(spec: RuleSpec, m: Measurement) -> RuleResult:
     items = []
     for item in m.items:
         if item.value is None:
-            items.append(
-                ItemResult(name=item.name, value=None, status=Status.NOT_EVALUABLE, detail=item.detail)
-            )
+            items.append(ItemResult(name=item.name, value=None, status=Status.NOT_EVALUABLE, detail=item.detail))
         else:
             v = unit.from_canonical(item.value)
             items.append(ItemResult(name=item.name, value=v, status=grade(v, spec), detail=item.detail))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -190,7 +191,7 @@ class RuleSpec(_Strict):
 
 
 class Protocol(_Strict):
-    """A whole protocol. Build it with :func:`load_protocol`, which also checks the rules' params."""
+    """A whole protocol. Build it with :func:`rtcheck.api.load_protocol`, which also checks the rules' params."""
 
     protocol: ProtocolInfo
     roles: dict[str, Role]
@@ -235,6 +236,9 @@ class Protocol(_Strict):
 
 BUNDLED_PROTOCOL = "sfrt_ldrt.yaml"
 
+#: Validates one rule against the check it names: (YAML location, message) per problem.
+RuleProblems = Callable[[RuleSpec], list[tuple[tuple[Any, ...], str]]]
+
 
 def bundled_protocol_path(name: str = BUNDLED_PROTOCOL) -> Path:
     """Where the trial protocol is: inside the installed package, or in the source tree."""
@@ -244,14 +248,15 @@ def bundled_protocol_path(name: str = BUNDLED_PROTOCOL) -> Path:
     return Path(__file__).resolve().parent.parent / "protocols" / name
 
 
-def load_protocol(path: Path | str | None = None) -> Protocol:
+def read_protocol(path: Path | str | None, rule_problems: RuleProblems) -> Protocol:
     """Load and validate a protocol YAML (the bundled trial protocol when ``path`` is None).
 
-    Raises :class:`ProtocolError` naming the file, the YAML path and the line of the first
+    ``rule_problems`` validates one rule against the checks that measure it (its check,
+    unit and params): the caller hands it in because the checks sit above the protocol
+    (:func:`rtcheck.api.load_protocol` passes the rule registry's). Raises
+    :class:`ProtocolError` naming the file, the YAML path and the line of the first
     problems found.
     """
-    from .rules import validate_rule_params  # the rule registry depends on this module
-
     path = Path(path) if path is not None else bundled_protocol_path()
     try:
         text = path.read_text(encoding="utf-8")
@@ -275,7 +280,7 @@ def load_protocol(path: Path | str | None = None) -> Protocol:
         raise ProtocolError(_describe(path, root, exc.errors())) from exc
     problems = []
     for i, rule in enumerate(protocol.rules):
-        for loc, message in [*validate_rule_params(rule), *_unknown_names(protocol, rule)]:
+        for loc, message in [*rule_problems(rule), *_unknown_names(protocol, rule)]:
             problems.append({"loc": ("rules", i, *loc), "msg": message})
     if problems:
         raise ProtocolError(_describe(path, root, problems))

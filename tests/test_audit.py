@@ -28,10 +28,10 @@ import pytest
 import yaml
 
 from rtcheck.api import check_course, find_courses, load_protocol
-from rtcheck.audit import add_audit_arguments, run_audit
-from rtcheck.audit_discovery import CentreMap, CentreMapError, Root, index_all, list_files, load_centres_csv
-from rtcheck.audit_exec import ClusterError, DaskExecutor, PoolExecutor, SerialExecutor
-from rtcheck.audit_privacy import PseudonymKey, scrubber_for
+from rtcheck.audit.discovery import CentreMap, CentreMapError, Root, index_all, list_files, load_centres_csv
+from rtcheck.audit.executors import ClusterError, DaskExecutor, PoolExecutor, SerialExecutor
+from rtcheck.audit.privacy import PseudonymKey, scrubber_for
+from rtcheck.audit.run import add_audit_arguments, run_audit
 from rtcheck.errors import ExitCode
 from rtcheck.phantom import build_spec, write_spec, write_truncated_copy
 from rtcheck.protocol import bundled_protocol_path

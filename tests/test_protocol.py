@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rtcheck.api import load_protocol
 from rtcheck.errors import ProtocolError
-from rtcheck.protocol import bundled_protocol_path, load_protocol
+from rtcheck.protocol import bundled_protocol_path
 from rtcheck.rules import registry
 
 

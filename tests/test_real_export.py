@@ -18,12 +18,11 @@ import pydicom
 import pytest
 from peers import missing
 
-from rtcheck.api import check_course
+from rtcheck.api import check_course, load_protocol
 from rtcheck.assembly import find_courses, load_course
 from rtcheck.dose import load_dose_grid
 from rtcheck.dvh import structure_dose
 from rtcheck.geometry import SolidCache
-from rtcheck.protocol import load_protocol
 
 SDIST = "dicompyler-core==0.5.6"
 EXAMPLE = "tests/testdata/example_data"

@@ -15,9 +15,8 @@ from peers import require
 
 from rtcheck.api import find_courses, incomplete_report, load_protocol
 from rtcheck.errors import InputError
-from rtcheck.figures import build_figures
 from rtcheck.phantom import write_plan_without_structure_set
-from rtcheck.report_dicom import (
+from rtcheck.reports.dicom import (
     BASIC_TEXT_SR_STORAGE,
     ENCAPSULATED_PDF_STORAGE,
     encapsulate_pdf,
@@ -25,7 +24,8 @@ from rtcheck.report_dicom import (
     write_dicom,
     write_findings_sr,
 )
-from rtcheck.report_pdf import render_pdf
+from rtcheck.reports.figures import build_figures
+from rtcheck.reports.pdf import render_pdf
 
 
 def dciodvfy(path: Path) -> str:

@@ -20,10 +20,10 @@ import pytest
 
 from rtcheck.api import check_course, find_courses, load_protocol
 from rtcheck.assembly import load_course
-from rtcheck.figures import Figures, _coronal_section, build_figures
 from rtcheck.geometry import SolidCache
 from rtcheck.report import Status
-from rtcheck.report_html import BADGE, render_html, report_stem, write_html
+from rtcheck.reports.figures import Figures, _coronal_section, build_figures
+from rtcheck.reports.html import BADGE, render_html, report_stem, write_html
 
 VARIANTS = ["compliant", "sfrt_rx_6gy", "peak_near_gtv_edge", "peaks_underdosed_6gy", "control_arm"]
 _VOID = {"meta", "img", "br", "col", "hr", "link", "input"}

@@ -14,9 +14,9 @@ import pytest
 from peers import require
 
 from rtcheck.api import load_protocol
-from rtcheck.figures import build_figures
 from rtcheck.report import Status
-from rtcheck.report_pdf import render_pdf, write_pdf
+from rtcheck.reports.figures import build_figures
+from rtcheck.reports.pdf import render_pdf, write_pdf
 
 
 def pdf_text(path: Path) -> str:

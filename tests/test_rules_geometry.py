@@ -8,9 +8,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from rtcheck.api import check_course
+from rtcheck.api import check_course, load_protocol
 from rtcheck.assembly import find_courses
-from rtcheck.protocol import load_protocol
 from rtcheck.report import Report
 
 GEOMETRY_RULES = {

@@ -43,9 +43,10 @@ from pynetdicom.sop_class import (
 )
 
 from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.node.config import SettingsError, load_settings
+from rtcheck.node.store import ObjectStore, safe_name
+from rtcheck.node.wire import ObjectHeader, check_well_formed, uid_problem
 from rtcheck.phantom import write_course, write_ct_series
-from rtcheck.serve_config import SettingsError, load_settings
-from rtcheck.storage import ObjectHeader, ObjectStore, check_well_formed, safe_name, uid_problem
 
 RT_CLASSES = [RTPlanStorage, RTStructureSetStorage, RTDoseStorage]
 QUIET_S = 0.5
@@ -655,7 +656,7 @@ def _ct_dataset(rows: int, cols: int) -> Dataset:
 def _args(**values: object) -> object:
     import argparse
 
-    from rtcheck.serve_config import add_serve_arguments
+    from rtcheck.node.config import add_serve_arguments
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)

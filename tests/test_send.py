@@ -20,8 +20,8 @@ from pynetdicom.sop_class import EncapsulatedPDFStorage
 
 from rtcheck.api import check_course, find_courses, load_protocol
 from rtcheck.errors import InputError
-from rtcheck.report_dicom import encapsulate_pdf
-from rtcheck.report_pdf import render_pdf
+from rtcheck.reports.dicom import encapsulate_pdf
+from rtcheck.reports.pdf import render_pdf
 from rtcheck.send import Destination, Outbox, SendError, add_send_arguments, run_send, send_file
 
 DEADLINE_S = 20.0

@@ -23,10 +23,12 @@ from peers import dcmtk, free_port, received, storescp
 from pynetdicom.sop_class import EncapsulatedPDFStorage
 
 from rtcheck.api import find_courses
-from rtcheck.report_dicom import encapsulated_pdf
+from rtcheck.node.config import SettingsError, load_settings
+from rtcheck.node.ledger import Ledger, course_fingerprint
+from rtcheck.node.store import safe_name
+from rtcheck.node.worker import CheckJob, run_check_job
+from rtcheck.reports.dicom import encapsulated_pdf
 from rtcheck.send import Destination
-from rtcheck.serve_config import SettingsError, load_settings
-from rtcheck.storage import CheckJob, Ledger, course_fingerprint, run_check_job, safe_name
 
 DEADLINE_S = 30.0
 QUIET_S = "0.5"
@@ -263,7 +265,7 @@ def test_a_report_whose_pdf_cannot_be_made_keeps_its_json(tmp_path: Path, course
 def _args(*argv: str) -> object:
     import argparse
 
-    from rtcheck.serve_config import add_serve_arguments
+    from rtcheck.node.config import add_serve_arguments
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..arms import target_roi_numbers
 from ..course import Roi
-from ..engine import CheckContext, NotEvaluable
 from ..geometry import GeometryError, Solid, SolidCache, contract, difference, expand, intersection, union
+from .base import CheckContext, NotEvaluable
 
 
 def solid_cache(ctx: CheckContext) -> SolidCache:

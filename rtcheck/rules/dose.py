@@ -19,11 +19,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..dose import DoseError, DoseGrid, component_dose, resample, same_axes
 from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, voxelise
-from ..engine import CheckContext, Item, Measurement, NotEvaluable
 from ..geometry import Solid
 from ..protocol import RuleSpec
 from ..units import Quantity
-from . import check
+from .base import CheckContext, Item, Measurement, NotEvaluable, check
 from .common import role_solids, structure
 
 _METRIC = re.compile(r"^(Dmean|Dmax|Dmin|D(\d+(?:\.\d+)?)(%|cc))$")

@@ -12,7 +12,6 @@ from itertools import combinations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine import CheckContext, Item, Measurement, NotEvaluable
 from ..geometry import (
     GeometryError,
     Solid,
@@ -25,7 +24,7 @@ from ..geometry import (
 )
 from ..protocol import RuleSpec
 from ..units import Quantity
-from . import check
+from .base import CheckContext, Item, Measurement, NotEvaluable, check
 from .common import component_targets, role_rois, role_solids, solid_cache, structure
 
 

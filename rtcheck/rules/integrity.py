@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..engine import CheckContext, Measurement
 from ..protocol import RuleSpec
 from ..report import Status
 from ..units import Quantity
-from . import NoParams, check
+from .base import CheckContext, Measurement, NoParams, check
 
 
 @check("integrity.dicom", Quantity.COUNT)

@@ -6,10 +6,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ..arms import part_name
 from ..course import Component
-from ..engine import CheckContext, Item, Measurement, NotEvaluable
 from ..protocol import RuleSpec
 from ..units import Quantity
-from . import check
+from .base import CheckContext, Item, Measurement, NotEvaluable, check
 
 
 class ComponentParams(BaseModel):

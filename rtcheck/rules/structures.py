@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine import CheckContext, Item, Measurement, NotEvaluable
 from ..protocol import RuleSpec
 from ..units import Quantity
-from . import check
+from .base import CheckContext, Item, Measurement, NotEvaluable, check
 from .common import component_targets
 
 

@@ -1,6 +1,6 @@
 """The compliance report back into the patient's record: an Encapsulated PDF Storage object.
 
-The PDF of :mod:`rtcheck.report_pdf` is wrapped in an Encapsulated PDF instance
+The PDF of :mod:`rtcheck.reports.pdf` is wrapped in an Encapsulated PDF instance
 (SOP class 1.2.840.10008.5.1.4.1.1.104.1) that a PACS or the planning system's archive files
 next to the plan it judges:
 
@@ -34,12 +34,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from . import __version__
-from .errors import InputError
+from .._version import __version__
+from ..errors import InputError
+from ..report import Report
 from .figures import Figures
-from .render import format_limits, format_value
-from .report import Report
-from .report_pdf import render_pdf
+from .pdf import render_pdf
+from .text import format_limits, format_value
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 BASIC_TEXT_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"

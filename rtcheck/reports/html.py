@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..report import ItemResult, Report, RuleResult, Status
 from .figures import Figures
-from .render import format_limits, format_value, summary_line
-from .report import ItemResult, Report, RuleResult, Status
+from .text import format_limits, format_value, summary_line
 
 #: Badge text per status: a symbol and a word, readable without colour.
 BADGE = {

@@ -6,7 +6,7 @@ of files when there are enough of them to pay for the workers; course assembly i
 project's own :func:`rtcheck.assembly.assemble`, so an audit groups files exactly as
 ``rtcheck check`` does.
 
-The centre of a course (see :mod:`rtcheck.audit` for the user's view) is decided, most
+The centre of a course (see :mod:`rtcheck.audit.run` for the user's view) is decided, most
 specific first: a ``patient_id`` row of the centres CSV, the longest matching
 ``path_prefix`` row, the folder ``--centre-level`` levels below the root, the
 InstitutionName of the course's files, else ``unknown``.
@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .assembly import CourseFiles, assemble
-from .audit_exec import Executor, SerialExecutor
-from .audit_work import hash_files
-from .dicomio import Index, UnreadableFile, index_files, iter_candidate_files
-from .errors import ExitCode, InputError, RtcheckError
+from ..assembly import CourseFiles, assemble
+from ..dicomio import Index, UnreadableFile, index_files, iter_candidate_files
+from ..errors import ExitCode, InputError, RtcheckError
+from .executors import Executor, SerialExecutor
+from .work import hash_files
 
 UNKNOWN_CENTRE = "unknown"
 #: Below this many files, indexing here beats starting worker processes: header-only

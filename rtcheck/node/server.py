@@ -4,10 +4,10 @@ The planning system sends its RT objects (and the images it sends along) to this
 as to any DICOM destination. The node
 
 1. answers C-ECHO, and C-STORE for RT Plan, RT Ion Plan, RT Structure Set, RT Dose and
-   CT/MR/PET images (see :data:`rtcheck.storage.FOLDER_BY_SOP_CLASS`); other SOP classes
+   CT/MR/PET images (see :data:`rtcheck.node.store.FOLDER_BY_SOP_CLASS`); other SOP classes
    are refused when the association is negotiated;
 2. writes each object to disk atomically, as received, *before* answering success
-   (:mod:`rtcheck.storage`), so an acknowledged object survives any crash;
+   (:mod:`rtcheck.node.store`), so an acknowledged object survives any crash;
 3. when an association ends, assembles the courses of the patients it touched; a
    complete course is checked in a worker process, and its report is written once no
    object of the course arrived for the quiet period (the check starts right away and is
@@ -20,18 +20,14 @@ as to any DICOM destination. The node
    destination is down, kept across restarts).
 
 Checks never run in an association's thread: a slow check cannot make a sender time out.
-All state is on disk (:class:`rtcheck.storage.Ledger`), so a restart picks up every check
+All state is on disk (:class:`rtcheck.node.ledger.Ledger`), so a restart picks up every check
 still owed. Logs are one ``key=value`` line per association, per object and per report.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import logging
-import multiprocessing
-import os
-import queue
 import signal
 import socket
 import socketserver
@@ -40,7 +36,6 @@ import sys
 import threading
 import time
 import weakref
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,40 +66,22 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .errors import ExitCode, RtcheckError
-from .send import Outbox
-from .serve_config import ServeSettings, SettingsError, add_serve_arguments, load_settings
-from .storage import (
-    FOLDER_BY_SOP_CLASS,
-    RT_FOLDERS,
-    STATUS_OUT_OF_RESOURCES,
-    CheckJob,
-    CheckOutcome,
-    Claim,
-    Ledger,
-    ObjectStore,
-    StoreError,
-    course_fingerprint,
-    failure_outcome,
-    folder_state,
-    init_worker,
-    make_folders,
+from ..errors import ExitCode, RtcheckError
+from ..send import Outbox
+from .config import ServeSettings, SettingsError, add_serve_arguments, load_settings
+from .events import LOG, log_event
+from .ledger import Ledger
+from .scheduler import CheckScheduler
+from .store import FOLDER_BY_SOP_CLASS, RT_FOLDERS, ObjectStore, make_folders, remove_temporary_files
+from .wire import STATUS_OUT_OF_RESOURCES, StoreError, read_header
+from .worker import (
     quiet_pydicom,
-    read_header,
-    remove_temporary_files,
-    run_check_job,
-    warm_up,
-    write_report,
 )
 
 __all__ = ["StorageNode", "add_serve_arguments", "main", "run_serve"]
 
-LOG = logging.getLogger("rtcheck.serve")
-
 #: How long SIGTERM waits for open associations to finish before aborting them.
 SHUTDOWN_GRACE_S = 30.0
-#: Retry delay after course assembly itself failed (unreadable folder, disk error, ...).
-RETRY_S = 60.0
 #: First wait after the report destination could not be reached (doubling up to report_retry_max).
 REPORT_RETRY_FIRST_S = 2.0
 
@@ -128,19 +105,6 @@ _COMPRESSED = [
     HTJ2K,
     RLELossless,
 ]
-
-
-def _log(level: int, event: str, **fields: Any) -> None:
-    """One structured log line: ``event=... key=value ...`` (values quoted when needed)."""
-    parts = [f"event={event}"]
-    for key, value in fields.items():
-        if value is None:
-            continue
-        text = str(value)
-        if not text or any(c in text for c in ' "=\\') or not text.isprintable():
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-        parts.append(f"{key}={text}")
-    LOG.log(level, " ".join(parts))
 
 
 def _error_comment(reason: str) -> str:
@@ -179,11 +143,11 @@ class _NodeServer(ThreadedAssociationServer):
             try:
                 request.do_handshake()
             except (OSError, ValueError) as exc:
-                _log(logging.WARNING, "tls_refused", peer=_peer(client_address), reason=exc)
+                log_event(logging.WARNING, "tls_refused", peer=_peer(client_address), reason=exc)
                 self.shutdown_request(request)
                 return
             subject = dict(item[0] for item in (request.getpeercert() or {}).get("subject", ()))
-            _log(logging.DEBUG, "tls", peer=_peer(client_address), cipher=request.cipher()[0], subject=subject)
+            log_event(logging.DEBUG, "tls", peer=_peer(client_address), cipher=request.cipher()[0], subject=subject)
         super().finish_request(request, client_address)
 
     def shutdown(self) -> None:
@@ -286,7 +250,7 @@ class StorageNode:
         s = self.settings
         removed = remove_temporary_files(self.store.root) + remove_temporary_files(self.ledger.reports)
         if removed:
-            _log(logging.INFO, "cleanup", temporary_files_removed=removed)
+            log_event(logging.INFO, "cleanup", temporary_files_removed=removed)
         self._start_outbox()
         self.scheduler.start()
         handlers = [
@@ -310,7 +274,7 @@ class StorageNode:
         self._accept_thread = threading.Thread(target=server.serve_forever, name="rtcheck-accept", daemon=True)
         self._accept_thread.start()
         host, port = server.server_address[:2]
-        _log(
+        log_event(
             logging.INFO,
             "listening",
             ae_title=s.ae_title,
@@ -323,26 +287,26 @@ class StorageNode:
             workers=s.workers,
         )
         if not s.allow and host not in ("127.0.0.1", "::1"):
-            _log(logging.WARNING, "open_node", reason="no --allow: any AE on the network may store here")
+            log_event(logging.WARNING, "open_node", reason="no --allow: any AE on the network may store here")
 
     def _start_outbox(self) -> None:
         """Finish the queueing a crash interrupted, then start sending what waits in the outbox."""
         released, removed = self.ledger.release_staged()
         waiting = len(self.outbox.pending()) if self.outbox is not None else _queued(self.ledger)
         if released or removed:
-            _log(logging.INFO, "outbox_recovered", queued=released, staged_removed=removed)
+            log_event(logging.INFO, "outbox_recovered", queued=released, staged_removed=removed)
         if self.outbox is None:
             if waiting:
-                _log(logging.WARNING, "outbox_waiting", reports=waiting, reason="no report_to: they are not sent")
+                log_event(logging.WARNING, "outbox_waiting", reports=waiting, reason="no report_to: they are not sent")
             return
         destination = self.settings.report_to
         assert destination is not None
         try:
             socket.getaddrinfo(destination.host, destination.port, proto=socket.IPPROTO_TCP)
         except socket.gaierror as exc:  # DNS may be down at boot: keep reports queued, say so
-            _log(logging.WARNING, "report_to_unresolved", report_to=destination, reason=exc)
+            log_event(logging.WARNING, "report_to_unresolved", report_to=destination, reason=exc)
         self.outbox.start(destination)
-        _log(
+        log_event(
             logging.INFO,
             "outbox_started",
             report_to=destination,
@@ -364,21 +328,21 @@ class StorageNode:
 
     def shutdown(self) -> None:
         """Stop accepting, let open associations finish (bounded), then finish running checks."""
-        _log(logging.INFO, "stopping")
+        log_event(logging.INFO, "stopping")
         if self._server is not None:
             self._server.shutdown()
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
         while self._acceptors() and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in self._acceptors():
-            _log(logging.WARNING, "abort_on_shutdown", peer=f"{assoc.requestor.address}:{assoc.requestor.port}")
+            log_event(logging.WARNING, "abort_on_shutdown", peer=f"{assoc.requestor.address}:{assoc.requestor.port}")
             assoc.abort()
         for assoc in self._acceptors():
             assoc.join(timeout=10)  # a store handler finishes its write before the thread ends
         self.scheduler.stop()
         if self.outbox is not None:
             self.outbox.stop()  # queued reports stay queued for the next start
-        _log(logging.INFO, "stopped")
+        log_event(logging.INFO, "stopped")
 
     def _acceptors(self) -> list[Association]:
         return [a for a in self.ae.active_associations if a.is_acceptor]
@@ -402,7 +366,7 @@ class StorageNode:
         rules = self.settings.allow
         if rules and not any(rule.admits(calling, assoc.requestor.address) for rule in rules):
             session.outcome = "rejected"
-            _log(
+            log_event(
                 logging.WARNING,
                 "association_rejected",
                 calling_ae=calling,
@@ -416,7 +380,7 @@ class StorageNode:
     def _on_accepted(self, event: evt.Event) -> None:
         session = self._session(event.assoc)
         session.calling_ae = event.assoc.requestor.ae_title
-        _log(
+        log_event(
             logging.DEBUG,
             "association_accepted",
             calling_ae=session.calling_ae,
@@ -428,7 +392,7 @@ class StorageNode:
         session = self._session(event.assoc)
         session.outcome = "rejected"
         rj = event.assoc.acceptor.primitive
-        _log(
+        log_event(
             logging.WARNING,
             "association_rejected",
             calling_ae=session.calling_ae,
@@ -457,7 +421,7 @@ class StorageNode:
         with session.lock:
             session.closed = True
             patients = set(session.patients)
-        _log(
+        log_event(
             logging.INFO,
             "association",
             calling_ae=session.calling_ae or None,
@@ -526,7 +490,7 @@ class StorageNode:
             session.bytes += size
             session.patients.add(patient)
             late = session.closed  # the peer left while we were writing: trigger checks ourselves
-        _log(
+        log_event(
             logging.INFO,
             "store",
             **fields,
@@ -546,7 +510,7 @@ class StorageNode:
     ) -> Dataset:
         with session.lock:
             session.failed += 1
-        _log(
+        log_event(
             logging.WARNING,
             "store",
             **fields,
@@ -558,289 +522,6 @@ class StorageNode:
         response.Status = status
         response.ErrorComment = _error_comment(reason)
         return response
-
-
-# ---------------------------------------------------------------------------------------
-# Checks
-
-
-@dataclass
-class _Job:
-    """A check in a worker process, or its finished report waiting to be wanted.
-
-    ``claim`` is None while the check is *early*: started as soon as the course was
-    complete, before its quiet period ended. Its report is written only if the course
-    is unchanged when the quiet period ends (then the claim is made); otherwise it is
-    dropped. So a report reaches the disk about max(quiet period, check time) after the
-    last object instead of their sum.
-    """
-
-    fingerprint: str
-    job: CheckJob
-    folder: Path
-    newest: float
-    claim: Claim | None = None
-    outcome: CheckOutcome | None = None
-    attempts: int = 1
-
-
-class CheckScheduler:
-    """Decides when each course is checked, and runs the checks in worker processes.
-
-    Only this object's thread touches its state; other threads talk to it through a
-    queue. Every decision is re-derived from disk (file mtimes, the ledger), so the
-    in-memory state is a cache a restart can lose.
-    """
-
-    def __init__(
-        self, store: ObjectStore, ledger: Ledger, settings: ServeSettings, outbox: Outbox | None = None
-    ) -> None:
-        self.store = store
-        self.ledger = ledger
-        self.settings = settings
-        self.outbox = outbox
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._due: dict[Path, float] = {}
-        self._jobs: dict[str, _Job] = {}
-        self._executor = self._new_executor()
-        self._thread = threading.Thread(target=self._run, name="rtcheck-checks", daemon=True)
-
-    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        # spawn: the node is multi-threaded, and forking a threaded process is unsafe.
-        # Workers are recycled now and then so a long-running node does not grow.
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.settings.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            max_tasks_per_child=200,
-            initializer=init_worker,
-            initargs=(os.getpid(),),
-        )
-
-    def start(self) -> None:
-        for _ in range(self.settings.workers):
-            self._executor.submit(warm_up, self.settings.protocol)
-        now = time.time()
-        owed = 0
-        for folder in self.store.patient_folders():
-            if self.ledger.resolved_state(folder.name) != list(folder_state(folder)):
-                self._due[folder] = now
-                owed += 1
-        _log(logging.INFO, "startup_scan", patients=len(self.store.patient_folders()), to_examine=owed)
-        self._thread.start()
-
-    def touch(self, folder: Path) -> None:
-        """An association stored objects of this patient: look at its courses again."""
-        self._queue.put(("touch", folder))
-
-    def stop(self) -> None:
-        """Finish the checks already running; checks not started stay owed on disk."""
-        self._queue.put(("stop", None))
-        self._thread.join()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        while True:
-            try:
-                kind, payload = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "done":
-                self._safely(self._finished, *payload)
-
-    def _safely(self, action: Any, *args: Any) -> None:
-        """Run ``action``; a bug in it is logged, and never stops this thread (the node's checks)."""
-        try:
-            action(*args)
-        except Exception:
-            LOG.exception("internal error in the check scheduler")
-
-    def _run(self) -> None:
-        while True:
-            now = time.time()
-            wait = min((t - now for t in self._due.values()), default=60.0)
-            try:
-                kind, payload = self._queue.get(timeout=min(max(wait, 0.0), 60.0))
-            except queue.Empty:
-                kind, payload = "", None
-            while kind:
-                if kind == "stop":
-                    return
-                if kind == "touch":
-                    self._due[payload] = time.time()
-                elif kind == "done":
-                    self._safely(self._finished, *payload)
-                try:
-                    kind, payload = self._queue.get_nowait()
-                except queue.Empty:
-                    kind = ""
-            now = time.time()
-            for folder in [f for f, t in self._due.items() if t <= now]:
-                del self._due[folder]
-                try:
-                    self._evaluate(folder)
-                except Exception:
-                    LOG.exception("cannot examine %s; retrying in %.0f s", folder, RETRY_S)
-                    self._due[folder] = time.time() + RETRY_S
-
-    def _evaluate(self, folder: Path) -> None:
-        """Check every course of one patient that is due; note when the others will be."""
-        from .assembly import find_courses
-
-        key = folder.name
-        state = folder_state(folder)
-        rt_folders = self.store.rt_folders(folder)
-        courses = find_courses(rt_folders) if rt_folders else []
-        pending = self.ledger.pending(key)
-        now = time.time()
-        next_due: float | None = None
-        unresolved = False
-        live: set[str] = set()
-        for course in courses:
-            try:
-                newest = max(p.stat().st_mtime_ns for p in course.files) / 1e9
-            except (FileNotFoundError, ValueError):  # replaced while we looked: look again soon
-                next_due, unresolved = _earliest(next_due, now + self.settings.quiet_period), True
-                continue
-            wait = self.settings.quiet_period if course.complete else self.settings.incomplete_timeout
-            due = now >= newest + wait
-            if not due:
-                next_due, unresolved = _earliest(next_due, newest + wait), True
-                if not course.complete:
-                    continue  # an incomplete course may still grow: nothing to start yet
-            fingerprint, records, _ = course_fingerprint(course)
-            live.add(fingerprint)
-            if self.ledger.is_done(key, fingerprint):
-                continue
-            unresolved = True
-            job = self._jobs.get(fingerprint)
-            if job is None:
-                job = _Job(fingerprint, self._check_job(course), folder, newest)
-                self._start(job)
-                _log(
-                    logging.INFO,
-                    "check_started",
-                    patient_id=course.patient_id,
-                    plans="+".join(course.plan_labels),
-                    complete="yes" if course.complete else "no",
-                    missing="; ".join(course.missing) or None,
-                    early="yes" if not due else None,
-                    resumed="yes" if fingerprint in pending else None,
-                )
-            if due and job.claim is None:
-                job.claim = pending.get(fingerprint) or self.ledger.claim(
-                    key, fingerprint, course, records, course.complete
-                )
-                if job.outcome is not None:
-                    self._complete(job)
-        for fingerprint, job in list(self._jobs.items()):
-            if job.folder == folder and job.claim is None and fingerprint not in live:
-                del self._jobs[fingerprint]  # more objects arrived: that early check is moot
-                _log(logging.INFO, "check_dropped", reason="the course changed before its quiet period ended")
-        for fingerprint, claim in pending.items():
-            if fingerprint not in live and fingerprint not in self._jobs:
-                self.ledger.drop(claim)  # that export was superseded before its report existed
-        if not unresolved and not any(j.folder == folder for j in self._jobs.values()):
-            self.ledger.mark_resolved(key, state)
-        if next_due is not None:
-            self._due[folder] = min(self._due.get(folder, next_due), next_due)
-
-    def _check_job(self, course: Any) -> CheckJob:
-        s = self.settings
-        return CheckJob(
-            course=course,
-            complete=course.complete,
-            protocol_path=s.protocol,
-            arm=s.arm,
-            dicom_report=s.report_to is not None,
-        )
-
-    def _start(self, job: _Job) -> None:
-        self._jobs[job.fingerprint] = job
-        try:
-            future = self._executor.submit(run_check_job, job.job)
-        except BrokenProcessPool:  # a worker died while idle (OOM killer, operator): new pool
-            self._replace_broken_executor()
-            future = self._executor.submit(run_check_job, job.job)
-        future.add_done_callback(lambda f, j=job: self._queue.put(("done", (j, f))))
-
-    def _finished(self, job: _Job, future: concurrent.futures.Future[CheckOutcome]) -> None:
-        if self._jobs.get(job.fingerprint) is not job:
-            return  # dropped meanwhile
-        try:
-            job.outcome = future.result()
-        except concurrent.futures.CancelledError:
-            del self._jobs[job.fingerprint]  # shutting down: a claim stays owed on disk
-            return
-        except BrokenProcessPool:
-            if job.attempts == 1:
-                # Some check killed its worker (and with it every check in flight): retry once.
-                _log(logging.ERROR, "worker_died", fingerprint=job.fingerprint[:12], action="retrying")
-                self._replace_broken_executor()
-                job.attempts += 1
-                self._start(job)
-                return
-            job.outcome = failure_outcome(job.job, "the check crashed its worker process twice")
-        except Exception as exc:  # the worker could not even build a report: say so in one
-            LOG.exception("check of %s failed", job.fingerprint[:12])
-            job.outcome = failure_outcome(job.job, f"{type(exc).__name__}: {exc}")
-        if job.claim is not None:
-            self._complete(job)
-
-    def _complete(self, job: _Job) -> None:
-        """Write the report of a claimed, finished check, queue its DICOM copy, and record it
-        in the ledger (in that order: a crash anywhere re-runs the claim, see ``_write``)."""
-        assert job.claim is not None and job.outcome is not None
-        del self._jobs[job.fingerprint]
-        claim, outcome = job.claim, job.outcome
-        try:
-            queued = self._write(claim, outcome)
-        except OSError as exc:  # disk full, permissions: the claim stays owed, try again later
-            _log(logging.ERROR, "report_failed", report=claim.json_path, reason=exc, retry_s=RETRY_S)
-            self._due[job.folder] = time.time() + RETRY_S
-            return
-        self.ledger.finish(claim, outcome.verdict, outcome.error, dicom=queued is not None)
-        _log(
-            logging.ERROR if outcome.error else logging.INFO,
-            "report",
-            verdict=outcome.verdict,
-            path=claim.json_path.relative_to(self.ledger.reports),
-            dicom=claim.dcm_path.name if queued is not None else None,
-            queued=queued.name if queued is not None else None,
-            check_s=f"{outcome.seconds:.2f}",
-            since_last_object_s=f"{time.time() - job.newest:.2f}",
-            error=outcome.error,
-        )
-        if outcome.dicom_error and queued is None:
-            _log(logging.ERROR, "report_dicom_failed", path=claim.json_path.name, reason=outcome.dicom_error)
-        self._due[job.folder] = time.time()  # look again: new objects, or all resolved
-
-    def _write(self, claim: Claim, outcome: CheckOutcome) -> Path | None:
-        """Write the report's files and queue its DICOM copy exactly once; returns the queued file.
-
-        A claim re-run after a crash that had already recorded its copy as queued keeps the
-        files it wrote then (the ``.dcm`` on disk is the one sent) and only finishes the queueing.
-        """
-        if not claim.queued:
-            write_report(claim, outcome)
-            if outcome.dicom is None:
-                return None
-            self.ledger.stage(claim, outcome.dicom)
-            claim = self.ledger.mark_queued(claim)
-        queued = self.ledger.release(claim)
-        if self.outbox is not None:
-            self.outbox.wake()
-        return queued
-
-    def _replace_broken_executor(self) -> None:
-        """Start a new worker pool if the current one is broken (several failures share one pool)."""
-        try:
-            self._executor.submit(warm_up, self.settings.protocol)
-        except BrokenProcessPool:
-            _log(logging.WARNING, "worker_pool_restarted")
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
-
-
-def _earliest(current: float | None, candidate: float) -> float:
-    return candidate if current is None else min(current, candidate)
 
 
 # ---------------------------------------------------------------------------------------
@@ -868,7 +549,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return ExitCode.USAGE_ERROR
     _configure_logging(settings.log_level)
     try:
-        from .protocol import load_protocol
+        from ..api import load_protocol
 
         load_protocol(settings.protocol)  # a bad protocol stops the start, not the first check
         node = StorageNode(settings)
@@ -881,7 +562,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return ExitCode.USAGE_ERROR
 
     def stop(signum: int, _frame: Any) -> None:
-        _log(logging.INFO, "signal", name=signal.Signals(signum).name)
+        log_event(logging.INFO, "signal", name=signal.Signals(signum).name)
         node.request_stop()
 
     signal.signal(signal.SIGTERM, stop)

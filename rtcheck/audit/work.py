@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .api import check_course
-from .assembly import CourseFiles
-from .dicomio import sha256_of
-from .errors import RtcheckError
-from .protocol import Protocol
-from .rules import registry
+from ..api import check_course
+from ..assembly import CourseFiles
+from ..dicomio import sha256_of
+from ..errors import RtcheckError
+from ..protocol import Protocol
+from ..rules import registry
 
 # Load every rule family now: the process pool's server imports this module once and
 # forks its workers from it, so no worker pays for importing the checks again.

@@ -36,18 +36,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from .arms import detect_arm
-from .assembly import CourseFiles, load_course
-from .dose import DoseError, DoseGrid, component_dose
-from .dvh import COVERAGE_TOLERANCE_CC, StructureDose, structure_dose
-from .engine import CheckContext, NotEvaluable
-from .errors import RtcheckError
-from .geometry import GeometryError, Solid
-from .protocol import Protocol, RuleSpec
-from .render import format_limits
-from .report import Report
-from .roles import match_roles
-from .rules.common import component_targets, role_solids, solid_cache, structure
+from ..arms import detect_arm
+from ..assembly import CourseFiles, load_course
+from ..dose import DoseError, DoseGrid, component_dose
+from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, structure_dose
+from ..errors import RtcheckError
+from ..geometry import GeometryError, Solid
+from ..protocol import Protocol, RuleSpec
+from ..report import Report
+from ..roles import match_roles
+from ..rules.base import CheckContext, NotEvaluable
+from ..rules.common import component_targets, role_solids, solid_cache, structure
+from .text import format_limits
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from .send import Destination
+    from ..send import Destination
 
 
 class SettingsError(ValueError):
@@ -263,7 +263,7 @@ def _validate(values: dict[str, Any]) -> ServeSettings:
 
 def _check_report_to(values: dict[str, Any]) -> None:
     """Parse ``report_to`` into a destination; check ``report_calling_ae`` is an AE title."""
-    from .send import Destination  # here, not at import: only ``serve`` needs pynetdicom
+    from ..send import Destination  # here, not at import: only ``serve`` needs pynetdicom
 
     if "report_to" in values:
         try:

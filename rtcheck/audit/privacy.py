@@ -20,7 +20,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
-from .errors import RtcheckError
+from ..errors import RtcheckError
 
 KEY_FILE = "pseudonym.key"
 PSEUDONYM_PREFIX = "pt-"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import RtcheckError
+from ..errors import RtcheckError
 
 DB_FILE = "audit.sqlite"
 SCHEMA_VERSION = "1"

@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .report import LimitsOut, Report, RuleResult, Status
+from ..report import LimitsOut, Report, RuleResult, Status
 
 _STYLE = {
     Status.PER_PROTOCOL: "bold green",
@@ -131,9 +131,7 @@ def report_renderable(report: Report) -> Group:
     counts = " · ".join(f"{n} {Status(s).label}" for s, n in report.counts.items() if n)
     parts.append(verdict + Text(f"   {counts}"))
     arm = report.arm
-    arm_text = (
-        "none detected" if arm.arm is None else arm.arm + (" (given)" if arm.overridden else " (detected)")
-    )
+    arm_text = "none detected" if arm.arm is None else arm.arm + (" (given)" if arm.overridden else " (detected)")
     parts.append(
         Text(
             f"Patient {report.patient_id} · course {_course_label(report)} · arm {arm_text}\n"
@@ -147,9 +145,7 @@ def report_renderable(report: Report) -> Group:
     attention = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
     if attention:
         parts.append(Text(""))
-        parts.append(
-            _rules_table(attention, title="Needs attention (worst first)", with_items=True, by_family=False)
-        )
+        parts.append(_rules_table(attention, title="Needs attention (worst first)", with_items=True, by_family=False))
     order = {family: i for i, family in enumerate(dict.fromkeys(r.family for r in report.rules))}
     by_family = sorted(report.rules, key=lambda r: order[r.family])
     parts.append(Text(""))
@@ -158,9 +154,7 @@ def report_renderable(report: Report) -> Group:
     warnings = [f for f in report.integrity if f.severity != "error"]
     if errors or warnings:
         parts.append(Text(""))
-        parts.append(
-            Text(f"DICOM integrity: {len(errors)} error(s), {len(warnings)} warning(s)", style="bold")
-        )
+        parts.append(Text(f"DICOM integrity: {len(errors)} error(s), {len(warnings)} warning(s)", style="bold"))
         for f in errors[:20]:
             where = f" {f.keyword}{f.tag}" if f.keyword else ""
             parts.append(Text(f"  error  {f.file}{where}: {f.message}", style="red"))

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
-from .errors import ExitCode, RtcheckError
+from ..errors import ExitCode, RtcheckError
 
 Outcome = tuple[int, Any]  # (item index, result or the exception that replaced it)
 
@@ -60,7 +60,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     which has imported the audit's work functions once (cheap worker start)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["rtcheck.audit_work"])
+        ctx.set_forkserver_preload(["rtcheck.audit.work"])
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .protocol import Protocol
-from .report import Status
+from ..protocol import Protocol
+from ..report import Status
 
 #: Rule ids (glob patterns allowed) whose measured values the summary plots by centre:
 #: prescriptions, peak and valley dose, PVDR, LDRT target dose, peak spacing and margin.

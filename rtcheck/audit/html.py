@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .audit_summary import STATUSES
-from .report import Status
+from ..report import Status
+from .summary import STATUSES
 
 COLOURS = {
     Status.PER_PROTOCOL.value: "#2e7d32",

@@ -1,6 +1,6 @@
 """The compliance report as a PDF on A4, for the patient's record.
 
-The same content, in the same order, as the HTML report (:mod:`rtcheck.report_html`):
+The same content, in the same order, as the HTML report (:mod:`rtcheck.reports.html`):
 verdict with the count per status, what needs attention, the arm, every rule by family
 with per-item tables, integrity findings, the figures and the inputs. Laid out with
 reportlab's platypus (tables that split across pages, a header row repeated on each page,
@@ -40,10 +40,10 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from ..report import Report, RuleResult, Status
 from .figures import Figures
-from .render import format_limits, format_value, summary_line
-from .report import Report, RuleResult, Status
-from .report_html import BADGE, fraction_groups_text, item_detail
+from .html import BADGE, fraction_groups_text, item_detail
+from .text import format_limits, format_value, summary_line
 
 FIGURE_DPI = 150
 _MARGIN = 14 * mm

@@ -109,10 +109,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from . import __version__
-from .api import error_report, incomplete_report
-from .audit_db import AuditDatabase, StoredResult, now
-from .audit_discovery import (
+from .._version import __version__
+from ..api import error_report, incomplete_report, load_protocol
+from ..errors import ExitCode, InputError, RtcheckError
+from ..protocol import Protocol
+from ..report import Status, worst
+from .db import AuditDatabase, StoredResult, now
+from .discovery import (
     AuditCourse,
     CentreMap,
     Discovery,
@@ -123,10 +126,10 @@ from .audit_discovery import (
     load_centres_csv,
     make_roots,
 )
-from .audit_exec import DaskExecutor, Executor, PoolExecutor, SerialExecutor, default_jobs
-from .audit_html import render_html
-from .audit_privacy import PseudonymKey, Scrubber, load_or_create_key, scrubber_for
-from .audit_summary import (
+from .executors import DaskExecutor, Executor, PoolExecutor, SerialExecutor, default_jobs
+from .html import render_html
+from .privacy import PseudonymKey, Scrubber, load_or_create_key, scrubber_for
+from .summary import (
     DEFAULT_HEADLINE_RULES,
     AuditRow,
     centre_order,
@@ -135,10 +138,7 @@ from .audit_summary import (
     rule_columns,
     summarise,
 )
-from .audit_work import check_one
-from .errors import ExitCode, InputError, RtcheckError
-from .protocol import Protocol, load_protocol
-from .report import Status, worst
+from .work import check_one
 
 __all__ = ["DESCRIPTION", "add_audit_arguments", "run_audit"]
 
@@ -589,7 +589,7 @@ def _print_summary(rows: Sequence[AuditRow], run: dict[str, Any], out: Path) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rtcheck.audit``: the same as ``rtcheck audit``."""
+    """``rtcheck audit`` on its own (``python -m rtcheck.audit``)."""
     parser = argparse.ArgumentParser(prog="rtcheck audit", description=DESCRIPTION)
     add_audit_arguments(parser)
     args = parser.parse_args(argv)
@@ -603,7 +603,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

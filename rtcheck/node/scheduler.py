@@ -1,0 +1,312 @@
+"""When each received course is checked: the node's scheduler and its worker processes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..send import Outbox
+from .config import ServeSettings
+from .events import LOG, log_event
+from .ledger import Claim, Ledger, course_fingerprint
+from .store import ObjectStore, folder_state
+from .worker import (
+    CheckJob,
+    CheckOutcome,
+    failure_outcome,
+    init_worker,
+    run_check_job,
+    warm_up,
+    write_report,
+)
+
+#: Retry delay after course assembly itself failed (unreadable folder, disk error, ...).
+RETRY_S = 60.0
+
+
+@dataclass
+class _Job:
+    """A check in a worker process, or its finished report waiting to be wanted.
+
+    ``claim`` is None while the check is *early*: started as soon as the course was
+    complete, before its quiet period ended. Its report is written only if the course
+    is unchanged when the quiet period ends (then the claim is made); otherwise it is
+    dropped. So a report reaches the disk about max(quiet period, check time) after the
+    last object instead of their sum.
+    """
+
+    fingerprint: str
+    job: CheckJob
+    folder: Path
+    newest: float
+    claim: Claim | None = None
+    outcome: CheckOutcome | None = None
+    attempts: int = 1
+
+
+class CheckScheduler:
+    """Decides when each course is checked, and runs the checks in worker processes.
+
+    Only this object's thread touches its state; other threads talk to it through a
+    queue. Every decision is re-derived from disk (file mtimes, the ledger), so the
+    in-memory state is a cache a restart can lose.
+    """
+
+    def __init__(
+        self, store: ObjectStore, ledger: Ledger, settings: ServeSettings, outbox: Outbox | None = None
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.settings = settings
+        self.outbox = outbox
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._due: dict[Path, float] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._executor = self._new_executor()
+        self._thread = threading.Thread(target=self._run, name="rtcheck-checks", daemon=True)
+
+    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        # spawn: the node is multi-threaded, and forking a threaded process is unsafe.
+        # Workers are recycled now and then so a long-running node does not grow.
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.settings.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=200,
+            initializer=init_worker,
+            initargs=(os.getpid(),),
+        )
+
+    def start(self) -> None:
+        for _ in range(self.settings.workers):
+            self._executor.submit(warm_up, self.settings.protocol)
+        now = time.time()
+        owed = 0
+        for folder in self.store.patient_folders():
+            if self.ledger.resolved_state(folder.name) != list(folder_state(folder)):
+                self._due[folder] = now
+                owed += 1
+        log_event(logging.INFO, "startup_scan", patients=len(self.store.patient_folders()), to_examine=owed)
+        self._thread.start()
+
+    def touch(self, folder: Path) -> None:
+        """An association stored objects of this patient: look at its courses again."""
+        self._queue.put(("touch", folder))
+
+    def stop(self) -> None:
+        """Finish the checks already running; checks not started stay owed on disk."""
+        self._queue.put(("stop", None))
+        self._thread.join()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        while True:
+            try:
+                kind, payload = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "done":
+                self._safely(self._finished, *payload)
+
+    def _safely(self, action: Any, *args: Any) -> None:
+        """Run ``action``; a bug in it is logged, and never stops this thread (the node's checks)."""
+        try:
+            action(*args)
+        except Exception:
+            LOG.exception("internal error in the check scheduler")
+
+    def _run(self) -> None:
+        while True:
+            now = time.time()
+            wait = min((t - now for t in self._due.values()), default=60.0)
+            try:
+                kind, payload = self._queue.get(timeout=min(max(wait, 0.0), 60.0))
+            except queue.Empty:
+                kind, payload = "", None
+            while kind:
+                if kind == "stop":
+                    return
+                if kind == "touch":
+                    self._due[payload] = time.time()
+                elif kind == "done":
+                    self._safely(self._finished, *payload)
+                try:
+                    kind, payload = self._queue.get_nowait()
+                except queue.Empty:
+                    kind = ""
+            now = time.time()
+            for folder in [f for f, t in self._due.items() if t <= now]:
+                del self._due[folder]
+                try:
+                    self._evaluate(folder)
+                except Exception:
+                    LOG.exception("cannot examine %s; retrying in %.0f s", folder, RETRY_S)
+                    self._due[folder] = time.time() + RETRY_S
+
+    def _evaluate(self, folder: Path) -> None:
+        """Check every course of one patient that is due; note when the others will be."""
+        from ..assembly import find_courses
+
+        key = folder.name
+        state = folder_state(folder)
+        rt_folders = self.store.rt_folders(folder)
+        courses = find_courses(rt_folders) if rt_folders else []
+        pending = self.ledger.pending(key)
+        now = time.time()
+        next_due: float | None = None
+        unresolved = False
+        live: set[str] = set()
+        for course in courses:
+            try:
+                newest = max(p.stat().st_mtime_ns for p in course.files) / 1e9
+            except (FileNotFoundError, ValueError):  # replaced while we looked: look again soon
+                next_due, unresolved = _earliest(next_due, now + self.settings.quiet_period), True
+                continue
+            wait = self.settings.quiet_period if course.complete else self.settings.incomplete_timeout
+            due = now >= newest + wait
+            if not due:
+                next_due, unresolved = _earliest(next_due, newest + wait), True
+                if not course.complete:
+                    continue  # an incomplete course may still grow: nothing to start yet
+            fingerprint, records, _ = course_fingerprint(course)
+            live.add(fingerprint)
+            if self.ledger.is_done(key, fingerprint):
+                continue
+            unresolved = True
+            job = self._jobs.get(fingerprint)
+            if job is None:
+                job = _Job(fingerprint, self._check_job(course), folder, newest)
+                self._start(job)
+                log_event(
+                    logging.INFO,
+                    "check_started",
+                    patient_id=course.patient_id,
+                    plans="+".join(course.plan_labels),
+                    complete="yes" if course.complete else "no",
+                    missing="; ".join(course.missing) or None,
+                    early="yes" if not due else None,
+                    resumed="yes" if fingerprint in pending else None,
+                )
+            if due and job.claim is None:
+                job.claim = pending.get(fingerprint) or self.ledger.claim(
+                    key, fingerprint, course, records, course.complete
+                )
+                if job.outcome is not None:
+                    self._complete(job)
+        for fingerprint, job in list(self._jobs.items()):
+            if job.folder == folder and job.claim is None and fingerprint not in live:
+                del self._jobs[fingerprint]  # more objects arrived: that early check is moot
+                log_event(logging.INFO, "check_dropped", reason="the course changed before its quiet period ended")
+        for fingerprint, claim in pending.items():
+            if fingerprint not in live and fingerprint not in self._jobs:
+                self.ledger.drop(claim)  # that export was superseded before its report existed
+        if not unresolved and not any(j.folder == folder for j in self._jobs.values()):
+            self.ledger.mark_resolved(key, state)
+        if next_due is not None:
+            self._due[folder] = min(self._due.get(folder, next_due), next_due)
+
+    def _check_job(self, course: Any) -> CheckJob:
+        s = self.settings
+        return CheckJob(
+            course=course,
+            complete=course.complete,
+            protocol_path=s.protocol,
+            arm=s.arm,
+            dicom_report=s.report_to is not None,
+        )
+
+    def _start(self, job: _Job) -> None:
+        self._jobs[job.fingerprint] = job
+        try:
+            future = self._executor.submit(run_check_job, job.job)
+        except BrokenProcessPool:  # a worker died while idle (OOM killer, operator): new pool
+            self._replace_broken_executor()
+            future = self._executor.submit(run_check_job, job.job)
+        future.add_done_callback(lambda f, j=job: self._queue.put(("done", (j, f))))
+
+    def _finished(self, job: _Job, future: concurrent.futures.Future[CheckOutcome]) -> None:
+        if self._jobs.get(job.fingerprint) is not job:
+            return  # dropped meanwhile
+        try:
+            job.outcome = future.result()
+        except concurrent.futures.CancelledError:
+            del self._jobs[job.fingerprint]  # shutting down: a claim stays owed on disk
+            return
+        except BrokenProcessPool:
+            if job.attempts == 1:
+                # Some check killed its worker (and with it every check in flight): retry once.
+                log_event(logging.ERROR, "worker_died", fingerprint=job.fingerprint[:12], action="retrying")
+                self._replace_broken_executor()
+                job.attempts += 1
+                self._start(job)
+                return
+            job.outcome = failure_outcome(job.job, "the check crashed its worker process twice")
+        except Exception as exc:  # the worker could not even build a report: say so in one
+            LOG.exception("check of %s failed", job.fingerprint[:12])
+            job.outcome = failure_outcome(job.job, f"{type(exc).__name__}: {exc}")
+        if job.claim is not None:
+            self._complete(job)
+
+    def _complete(self, job: _Job) -> None:
+        """Write the report of a claimed, finished check, queue its DICOM copy, and record it
+        in the ledger (in that order: a crash anywhere re-runs the claim, see ``_write``)."""
+        assert job.claim is not None and job.outcome is not None
+        del self._jobs[job.fingerprint]
+        claim, outcome = job.claim, job.outcome
+        try:
+            queued = self._write(claim, outcome)
+        except OSError as exc:  # disk full, permissions: the claim stays owed, try again later
+            log_event(logging.ERROR, "report_failed", report=claim.json_path, reason=exc, retry_s=RETRY_S)
+            self._due[job.folder] = time.time() + RETRY_S
+            return
+        self.ledger.finish(claim, outcome.verdict, outcome.error, dicom=queued is not None)
+        log_event(
+            logging.ERROR if outcome.error else logging.INFO,
+            "report",
+            verdict=outcome.verdict,
+            path=claim.json_path.relative_to(self.ledger.reports),
+            dicom=claim.dcm_path.name if queued is not None else None,
+            queued=queued.name if queued is not None else None,
+            check_s=f"{outcome.seconds:.2f}",
+            since_last_object_s=f"{time.time() - job.newest:.2f}",
+            error=outcome.error,
+        )
+        if outcome.dicom_error and queued is None:
+            log_event(logging.ERROR, "report_dicom_failed", path=claim.json_path.name, reason=outcome.dicom_error)
+        self._due[job.folder] = time.time()  # look again: new objects, or all resolved
+
+    def _write(self, claim: Claim, outcome: CheckOutcome) -> Path | None:
+        """Write the report's files and queue its DICOM copy exactly once; returns the queued file.
+
+        A claim re-run after a crash that had already recorded its copy as queued keeps the
+        files it wrote then (the ``.dcm`` on disk is the one sent) and only finishes the queueing.
+        """
+        if not claim.queued:
+            write_report(claim, outcome)
+            if outcome.dicom is None:
+                return None
+            self.ledger.stage(claim, outcome.dicom)
+            claim = self.ledger.mark_queued(claim)
+        queued = self.ledger.release(claim)
+        if self.outbox is not None:
+            self.outbox.wake()
+        return queued
+
+    def _replace_broken_executor(self) -> None:
+        """Start a new worker pool if the current one is broken (several failures share one pool)."""
+        try:
+            self._executor.submit(warm_up, self.settings.protocol)
+        except BrokenProcessPool:
+            log_event(logging.WARNING, "worker_pool_restarted")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+
+
+def _earliest(current: float | None, candidate: float) -> float:
+    return candidate if current is None else min(current, candidate)
