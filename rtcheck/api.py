@@ -103,8 +103,12 @@ def check_course(
     else:
         ctx = CheckContext(course, protocol, assignment, roles, integrity)
         rules = run_rules(ctx, debug=debug)
+    unreadable = _unreadable_rule(course_files)
+    if unreadable is not None:
+        rules.insert(0, unreadable)
     notes.extend(course_files.missing)
     notes.extend(course_files.superseded)
+    notes.extend(course_files.unreadable)
     return Report(
         rtcheck_version=__version__,
         created=_now(),
@@ -150,6 +154,27 @@ def check_course(
     )
 
 
+def _unreadable_rule(course_files: CourseFiles) -> RuleResult | None:
+    """Not evaluable when something in the course's folder could not be read.
+
+    The rules may all pass on the files that were read, but the unread one may be a
+    re-plan that supersedes them: such a course must reach a person, never pass.
+    """
+    if not course_files.unreadable:
+        return None
+    n = len(course_files.unreadable)
+    return RuleResult(
+        id="course.inputs_readable",
+        family="course",
+        description="Every file and folder in the course's folder could be read",
+        status=Status.NOT_EVALUABLE,
+        unit="",
+        message=f"{n} file(s) or folder(s) in this course's folder could not be read and may hold a newer "
+        f"plan, dose or structure set: {'; '.join(course_files.unreadable)}",
+        evidence={"unreadable": list(course_files.unreadable)},
+    )
+
+
 def incomplete_report(course_files: CourseFiles, protocol: Protocol) -> Report:
     """The not-evaluable report of a course whose reference chain never became complete."""
     missing = course_files.missing or ["the course is incomplete"]
@@ -162,7 +187,9 @@ def incomplete_report(course_files: CourseFiles, protocol: Protocol) -> Report:
         message="; ".join(missing),
         files=[str(p) for p in course_files.files],
     )
-    return _unchecked_report(course_files, protocol, rule, missing, "not detected: the course is incomplete")
+    return _unchecked_report(
+        course_files, protocol, rule, [*missing, *course_files.unreadable], "not detected: the course is incomplete"
+    )
 
 
 def error_report(course_files: CourseFiles, protocol: Protocol, reason: str) -> Report:
@@ -180,7 +207,9 @@ def error_report(course_files: CourseFiles, protocol: Protocol, reason: str) -> 
         message=f"the check could not run: {reason}",
         files=[str(p) for p in course_files.files],
     )
-    return _unchecked_report(course_files, protocol, rule, [rule.message], "not detected: the check could not run")
+    return _unchecked_report(
+        course_files, protocol, rule, [rule.message, *course_files.unreadable], "not detected: the check could not run"
+    )
 
 
 def _unchecked_report(

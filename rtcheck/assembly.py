@@ -8,12 +8,14 @@ layout mean nothing: planning systems name exports as they like.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .course import Course
 from .dicomio import (
+    NOT_DICOM,
     Index,
     IndexedFile,
     UnreadableFile,
@@ -39,6 +41,9 @@ class CourseFiles:
     missing: list[str] = field(default_factory=list)
     #: Older exports of a plan (same label) that this course leaves out, one line each.
     superseded: list[str] = field(default_factory=list)
+    #: Files and folders in the course's folder that could not be read, one line each:
+    #: any of them may be a newer plan, so the course cannot be called compliant.
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -81,6 +86,8 @@ class Assembly:
 
     courses: list[CourseFiles]
     orphans: list[str]
+    #: What could not be read and lies in no course's folder (those a course claims are in
+    #: its :attr:`CourseFiles.unreadable`).
     unreadable: list[UnreadableFile]
     skipped: int
     not_dicom: int
@@ -134,7 +141,36 @@ def assemble(index: Index) -> Assembly:
     for uid, ss in structure_sets.items():
         if uid not in used_ss:
             orphans.append(f"{ss.path}: RTSTRUCT is not referenced by any plan among the files")
-    return Assembly(courses, orphans, index.unreadable, index.skipped, index.not_dicom)
+    unclaimed = claim_unreadable(courses, index.unreadable)
+    return Assembly(courses, orphans, unclaimed, index.skipped, index.not_dicom)
+
+
+def course_folder(course: CourseFiles) -> Path | None:
+    """The deepest folder holding all of the course's files (None when they share none)."""
+    try:
+        return Path(os.path.commonpath([str(p.parent) for p in course.files]))
+    except ValueError:  # absolute and relative paths mixed, or different drives
+        return None
+
+
+def claim_unreadable(courses: list[CourseFiles], unreadable: list[UnreadableFile]) -> list[UnreadableFile]:
+    """Give each unreadable file or folder to the courses whose folder holds it; return the rest.
+
+    What cannot be read cannot say which course it belongs to. One that lies inside a
+    course's folder (the deepest folder holding all its files) may be that course's
+    re-plan, a newer dose or structure set, so the course records it and is not
+    evaluable. One that lies in no course's folder (a whole patient folder that cannot
+    be listed) is left for the caller to report on its own.
+    """
+    homes = [(course, course_folder(course)) for course in courses]
+    unclaimed = []
+    for item in unreadable:
+        owners = [c for c, home in homes if home is not None and item.path.parent.is_relative_to(home)]
+        for course in owners:
+            course.unreadable.append(f"{item.path}: {item.problem}")
+        if not owners:
+            unclaimed.append(item)
+    return unclaimed
 
 
 def _latest_per_label(plans: list[IndexedFile]) -> tuple[list[IndexedFile], list[str]]:
@@ -177,9 +213,16 @@ def find_courses(paths: Sequence[Path]) -> list[CourseFiles]:
     """Index ``paths`` (files and folders) and return the courses found, in a stable order.
 
     A plan file given on its own brings its siblings: its folder is indexed too, and only
-    the courses holding a plan that was named are returned.
+    the courses holding a plan that was named are returned. Raises :class:`InputError` for
+    a file or folder that cannot be read and lies in no course's folder (those inside one
+    make that course not evaluable): nothing below ``paths`` is skipped in silence.
     """
-    return discover(paths).courses
+    found = discover(paths)
+    if found.unreadable:
+        first = found.unreadable[0]
+        more = f" (and {len(found.unreadable) - 1} more)" if len(found.unreadable) > 1 else ""
+        raise InputError(first.path, first.problem + more)
+    return found.courses
 
 
 def discover(paths: Sequence[Path]) -> Assembly:
@@ -192,8 +235,7 @@ def discover(paths: Sequence[Path]) -> Assembly:
     if named_plan_uids:
         sibling_dirs = sorted({p.parent for p in named_files} - set(folders))
         known = {f.path for f in index.files}
-        for entry in _index_siblings(sibling_dirs, known):
-            index.files.append(entry)
+        _index_siblings(sibling_dirs, known, index)
     assembly = assemble(index)
     if named_plan_uids and not folders:
         assembly.courses = [c for c in assembly.courses if named_plan_uids.intersection(c.plan_uids)]
@@ -201,23 +243,25 @@ def discover(paths: Sequence[Path]) -> Assembly:
     return assembly
 
 
-def _index_siblings(folders: list[Path], known: set[Path]) -> list[IndexedFile]:
-    """RT objects directly inside ``folders`` (not recursive), except those already indexed.
+def _index_siblings(folders: list[Path], known: set[Path], index: Index) -> None:
+    """Add to ``index`` the RT objects directly inside ``folders`` (not recursive), except
+    those already indexed.
 
-    Siblings are a convenience, not an input: one that cannot be read is passed over.
+    A sibling that cannot be read is recorded, not passed over: it may be a newer export
+    of the named plan.
     """
-    found = []
     for folder in folders:
         for path in sorted(folder.iterdir()):
-            if path in known or not path.is_file() or path.name.startswith("."):
+            if path in known or path.is_dir() or path.name.startswith("."):
                 continue
             try:
                 entry = index_file(path)
-            except InputError:
+            except InputError as exc:
+                if exc.problem != NOT_DICOM:
+                    index.unreadable.append(UnreadableFile(path, exc.problem))
                 continue
             if entry.modality != "OTHER":
-                found.append(entry)
-    return found
+                index.files.append(entry)
 
 
 def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:

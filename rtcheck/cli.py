@@ -23,6 +23,7 @@ from rich.console import Console
 from ._version import __version__
 from .errors import ExitCode, InputError, RtcheckError
 from .report import Status
+from .terminal import closed_pipes_end_quietly, configure_logging, printable
 
 if TYPE_CHECKING:
     from .assembly import CourseFiles
@@ -118,7 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE_ERROR
     args = parser.parse_args(args_list)
     debug = bool(getattr(args, "debug", False))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(logging.DEBUG if debug else logging.WARNING)
+    with closed_pipes_end_quietly():
+        return _run(parser, args, debug)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, debug: bool) -> int:
     try:
         if args.command == "check":
             return _check(args)
@@ -143,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RtcheckError as exc:
         if debug:
             raise
-        print(f"rtcheck: error: {exc}", file=sys.stderr)
+        print(f"rtcheck: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"rtcheck: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"rtcheck: internal error: {type(exc).__name__}: {printable(exc)} (run with --debug for details)",
             file=sys.stderr,
         )
         return ExitCode.INTERNAL_ERROR
@@ -167,9 +173,9 @@ def _check(args: argparse.Namespace) -> int:
         raise InputError(None, f"unknown arm {args.arm!r}; the protocol's arms are {', '.join(protocol.arms)}")
     found = discover(args.paths)
     for problem in found.unreadable:
-        print(f"rtcheck: warning: {problem.path}: {problem.problem}", file=sys.stderr)
+        _warn(f"{problem.path}: {problem.problem}")
     for orphan in found.orphans:
-        print(f"rtcheck: warning: {orphan}", file=sys.stderr)
+        _warn(orphan)
     if not found.courses:
         if found.orphans:
             raise InputError(None, found.orphans[0])
@@ -179,10 +185,13 @@ def _check(args: argparse.Namespace) -> int:
         where = ", ".join(str(p) for p in args.paths)
         raise InputError(None, f"no RTPLAN found in {where} ({found.skipped} other DICOM file(s) skipped)")
     for course in found.courses:
-        for problem in [*course.missing, *course.superseded]:
-            print(f"rtcheck: warning: {problem}", file=sys.stderr)
+        for problem in [*course.missing, *course.superseded, *course.unreadable]:
+            _warn(problem)
     reports = [check_course(c, protocol, args.arm, debug=args.debug) for c in found.courses]
     worst_code = max(_STATUS_EXIT[r.verdict] for r in reports)
+    if found.unreadable:
+        # What could not be read lies in no course's folder: it may be a course of its own.
+        worst_code = max(worst_code, ExitCode.INPUT_ERROR)
     if args.format in FILE_FORMATS:
         _write_files(args, found.courses, reports, protocol)
         return worst_code
@@ -215,6 +224,11 @@ def _check(args: argparse.Namespace) -> int:
     return worst_code
 
 
+def _warn(text: str) -> None:
+    """One warning line on standard error; names and paths escaped (they come from the files)."""
+    print(f"rtcheck: warning: {printable(text)}", file=sys.stderr)
+
+
 #: Formats written to files (they are not text for a terminal).
 FILE_FORMATS = ("html", "pdf", "dicom")
 _SUFFIX = {"html": ".html", "pdf": ".pdf", "dicom": ".dcm"}
@@ -245,7 +259,7 @@ def _write_files(
             write_dicom(report, figures, path)
             if args.sr:
                 write_findings_sr(report, path.with_name(path.stem + ".sr.dcm"))
-        print(f"{report.verdict.label.upper()}: wrote {path}", file=sys.stderr)
+        print(f"{report.verdict.label.upper()}: wrote {printable(path)}", file=sys.stderr)
 
 
 def _example(args: argparse.Namespace) -> int:
@@ -259,7 +273,7 @@ def _example(args: argparse.Namespace) -> int:
     if args.variant not in VARIANTS:
         raise InputError(None, f"unknown variant {args.variant!r}; see 'rtcheck example --list x'")
     files = write_course(args.folder, args.variant)
-    print(f"wrote {len(files)} files of the {args.variant!r} example course to {args.folder}")
+    print(f"wrote {len(files)} files of the {args.variant!r} example course to {printable(args.folder)}")
     return ExitCode.PER_PROTOCOL
 
 
@@ -268,11 +282,11 @@ def _protocol(args: argparse.Namespace) -> int:
 
     protocol = load_protocol(args.file)
     info = protocol.protocol
-    print(f"{info.name} v{info.version}: {len(protocol.rules)} rules, arms {', '.join(protocol.arms)}")
+    print(printable(f"{info.name} v{info.version}: {len(protocol.rules)} rules, arms {', '.join(protocol.arms)}"))
     for rule in protocol.rules:
         arms = ",".join(rule.arms) or "all"
         pp = rule.per_protocol.text(rule.unit.value) if rule.per_protocol else "reported"
-        print(f"  {rule.id:28s} [{arms}] {pp}  ({rule.check})")
+        print(printable(f"  {rule.id:28s} [{arms}] {pp}  ({rule.check})"))
     return ExitCode.PER_PROTOCOL
 
 

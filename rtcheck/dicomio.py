@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,21 +114,40 @@ class Index:
     not_dicom: int = 0
 
 
-def iter_candidate_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
+def iter_candidate_files(
+    paths: Iterable[Path], unreadable: list[UnreadableFile] | None = None
+) -> Iterator[tuple[Path, bool]]:
     """Yield ``(file, explicit)`` for each file given or found below a given folder.
 
     ``explicit`` is True for files named on the command line, whose problems are errors;
     files found in folders that are not DICOM are skipped silently (exports hold notes,
     thumbnails, DICOMDIRs). Hidden files and folders are ignored; order is deterministic.
+
+    A folder that cannot be listed, and a symbolic link to a folder (not followed: links
+    can loop), may hide a plan, so each is appended to ``unreadable`` (when given) instead
+    of being passed over in silence: a re-plan nobody can see must not let the old plan pass.
     """
+
+    def cannot_list(exc: OSError) -> None:
+        if unreadable is not None:
+            where = Path(exc.filename) if exc.filename else Path(".")
+            unreadable.append(UnreadableFile(where, f"cannot list this folder ({exc.strerror or exc})"))
+
     for path in paths:
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for root, dirs, files in os.walk(path, onerror=cannot_list):
+                visible = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = [d for d in visible if not os.path.islink(os.path.join(root, d))]
+                if unreadable is not None:
+                    unreadable.extend(
+                        UnreadableFile(Path(root) / d, "a symbolic link to a folder, not followed")
+                        for d in visible
+                        if d not in dirs
+                    )
                 for name in sorted(files):
                     if not name.startswith("."):
                         yield Path(root) / name, False
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
             yield path, True
         else:
             raise InputError(path, "no such file or folder")
@@ -137,9 +157,13 @@ def index_paths(paths: Iterable[Path]) -> Index:
     """Index the DICOM files below ``paths`` header-only.
 
     Raises :class:`InputError` only for a path that does not exist or for an explicitly
-    named file that is not DICOM; everything else is recorded in the index.
+    named file that is not DICOM; everything else is recorded in the index, including
+    folders that could not be listed.
     """
-    return _index(iter_candidate_files(paths))
+    unreadable: list[UnreadableFile] = []
+    index = _index(iter_candidate_files(paths, unreadable))
+    index.unreadable.extend(unreadable)
+    return index
 
 
 def index_files(files: Iterable[Path]) -> Index:
@@ -171,7 +195,19 @@ NOT_DICOM = "not a DICOM file (no DICM preamble and no readable DICOM header)"
 
 
 def index_file(path: Path) -> IndexedFile:
-    """Index one file: file meta first, the RT header only when the SOP class is an RT one."""
+    """Index one file: file meta first, the RT header only when the SOP class is an RT one.
+
+    A file that cannot be opened (no permission, a dangling or looping link) and anything
+    that is not a regular file (a FIFO would block the read forever) raise
+    :class:`InputError`: the caller records them, since such a file may be a plan.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputError(path, "not a regular file (a FIFO, socket or device), not read")
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InputError(path, f"cannot open ({exc.strerror or exc})") from exc
     try:
         meta = pydicom.filereader.read_file_meta_info(path)
         sop_class = str(meta.get("MediaStorageSOPClassUID", ""))

@@ -162,7 +162,8 @@ class Discovery:
     courses: list[AuditCourse]
     #: (patient id, patient name) of every RT object indexed, for scrubbing what no course owns
     patients: set[tuple[str, str]]
-    #: (centre, file) of files that could not be indexed
+    #: (centre, file or folder) of what could not be read and lies in no course's folder
+    #: (what lies in one is in that course's ``files.unreadable``)
     unreadable: list[tuple[str, UnreadableFile]]
     orphans: list[str]
     files: int
@@ -170,9 +171,12 @@ class Discovery:
     not_dicom: int
 
 
-def list_files(roots: Sequence[Root]) -> list[Path]:
-    """Every file below the roots, in a deterministic order (hidden ones excepted)."""
-    return [p for p, _ in iter_candidate_files(r.path for r in roots)]
+def list_files(roots: Sequence[Root], unreadable: list[UnreadableFile] | None = None) -> list[Path]:
+    """Every file below the roots, in a deterministic order (hidden ones excepted).
+
+    Folders that cannot be listed are appended to ``unreadable``.
+    """
+    return [p for p, _ in iter_candidate_files((r.path for r in roots), unreadable)]
 
 
 def index_all(
@@ -207,10 +211,21 @@ def _institution(course: CourseFiles) -> str:
 
 
 def find_submissions(
-    roots: Sequence[Root], files: list[Path], centres: CentreMap, executor: Executor, jobs: int, advance: Advance
+    roots: Sequence[Root],
+    files: list[Path],
+    centres: CentreMap,
+    executor: Executor,
+    jobs: int,
+    advance: Advance,
+    unlisted: Sequence[UnreadableFile] = (),
 ) -> Discovery:
-    """Index ``files`` (:func:`list_files` of the roots) and assemble every course, each with its centre."""
+    """Index ``files`` (:func:`list_files` of the roots) and assemble every course, each with its centre.
+
+    ``unlisted`` are the folders :func:`list_files` could not list: like unreadable files,
+    they make the course whose folder holds them not evaluable.
+    """
     index = index_all(files, executor, jobs, advance)
+    index.unreadable.extend(unlisted)
     assembly = assemble(index)
     courses = []
     for course in assembly.courses:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +68,47 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+#: How often a worker looks whether the audit is still there, where the OS cannot tell it.
+WATCHDOG_INTERVAL_S = 1.0
+
+
+def die_with(audit_pid: int) -> None:
+    """Worker initializer: end this worker as soon as the audit process ``audit_pid`` ends.
+
+    A killed audit (SIGKILL, out of memory) cannot stop its workers, and they would live
+    on for good: each holds the fork server's liveness pipe and its own task queue open,
+    so neither the fork server nor the queue ever sees the audit go (and ``PR_SET_PDEATHSIG``
+    does not help, since a worker's parent is the fork server, which stays). So a daemon
+    thread of the worker waits on the audit itself: on a pidfd where the OS has one (it
+    becomes readable the moment the process ends, zombie or not), else by asking every
+    second whether the process still exists.
+    """
+    threading.Thread(target=_exit_when_gone, args=(audit_pid,), name="audit-watchdog", daemon=True).start()
+
+
+def _exit_when_gone(pid: int) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the audit is already gone
+        pidfd = None
+    if pidfd is not None:
+        select.select([pidfd], [], [])
+    else:
+        while _exists(pid):
+            time.sleep(WATCHDOG_INTERVAL_S)
+    os._exit(1)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PoolExecutor:
     """A local process pool of ``jobs`` workers, started on first use."""
 
@@ -80,7 +124,9 @@ class PoolExecutor:
             self.close()
             self._broken = False
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=_pool_context())
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.jobs, mp_context=_pool_context(), initializer=die_with, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def map_unordered(self, fn: Callable[..., Any], items: Sequence[Any], *shared: Any) -> Iterator[Outcome]:

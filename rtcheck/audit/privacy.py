@@ -14,7 +14,8 @@ import hmac
 import os
 import re
 import secrets
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -82,16 +83,45 @@ def name_variants(patient_name: str) -> list[str]:
     return sorted({p for p in parts if len(p) >= _MIN_NAME_TOKEN}, key=len, reverse=True)
 
 
+def _fold(text: str) -> tuple[str, Sequence[int]]:
+    """The canonical caseless form of ``text`` (NFD of the case-folded NFD, per character),
+    and for each of its characters the index of the character of ``text`` it came from.
+
+    Comparing folded forms matches ``Müller`` whether it was written composed (NFC, as
+    most systems write DICOM) or decomposed (NFD, as macOS writes file names), and in any
+    case (``MÜLLER``, ``Straße``/``STRASSE``).
+    """
+    if text.isascii():  # the common case: one folded character per character
+        return text.lower(), range(len(text))
+    parts: list[str] = []
+    origin: list[int] = []
+    for i, char in enumerate(text):
+        folded = unicodedata.normalize("NFD", unicodedata.normalize("NFD", char).casefold())
+        parts.append(folded)
+        origin.extend([i] * len(folded))
+    return "".join(parts), origin
+
+
+def caseless(text: str) -> str:
+    """``text`` in the form patient ids and names are compared in (see :func:`_fold`)."""
+    return _fold(text)[0]
+
+
+def _is_word_char(text: str, index: int) -> bool:
+    return 0 <= index < len(text) and text[index].isalnum()
+
+
 @dataclass
 class Scrubber:
     """Replaces root prefixes, patient ids and patient names in text.
 
     ``roots`` maps an absolute folder prefix (ending with a separator) to what replaces it
     (``""``, or the root's folder name when the audit has several roots). Patient ids are
-    replaced wherever they occur (case-insensitive), since a folder named ``MRN123_CT``
-    identifies the patient as well as one named ``MRN123``. Name components are replaced
-    where they stand as words (between characters that are not letters or digits, so
-    ``Doe_Jane`` loses both): inside another word they are some other word.
+    replaced wherever they occur, since a folder named ``MRN123_CT`` identifies the patient
+    as well as one named ``MRN123``. Name components are replaced where they stand as words
+    (between characters that are not letters or digits, so ``Doe_Jane`` loses both): inside
+    another word they are some other word. Both are matched caseless and whatever the
+    Unicode normalisation (:func:`_fold`); the text comes back in NFC.
     """
 
     roots: list[tuple[str, str]] = field(default_factory=list)
@@ -99,27 +129,21 @@ class Scrubber:
     names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._ids = sorted(((k, v) for k, v in self.ids.items() if k), key=lambda kv: len(kv[0]), reverse=True)
-        self._names = (
-            re.compile(r"(?<![^\W_])(?:" + "|".join(re.escape(n) for n in self.names) + r")(?![^\W_])", re.IGNORECASE)
-            if self.names
-            else None
+        self._roots = [(unicodedata.normalize("NFC", prefix), replacement) for prefix, replacement in self.roots]
+        self._ids = sorted(
+            ((caseless(k), v) for k, v in self.ids.items() if k.strip()), key=lambda kv: len(kv[0]), reverse=True
         )
+        self._names = [(n, NAME_PLACEHOLDER) for n in sorted({caseless(n) for n in self.names if n}, key=len)[::-1]]
 
     def text(self, value: str) -> str:
-        for prefix, replacement in self.roots:
+        value = unicodedata.normalize("NFC", value)
+        for prefix, replacement in self._roots:
             if prefix in value:
                 value = value.replace(prefix, replacement)
             if value == prefix.rstrip("/\\"):
                 value = replacement.rstrip("/\\") or "."
-        lowered = value.lower()
-        for patient_id, pseudonym in self._ids:
-            if patient_id.lower() in lowered:
-                value = re.sub(re.escape(patient_id), pseudonym, value, flags=re.IGNORECASE)
-                lowered = value.lower()
-        if self._names is not None:
-            value = self._names.sub(NAME_PLACEHOLDER, value)
-        return value
+        value = _replace(value, self._ids, whole_words=False)
+        return _replace(value, self._names, whole_words=True)
 
     def data(self, value: Any) -> Any:
         """``value`` (JSON-like: dicts, lists, strings, numbers) with every string scrubbed."""
@@ -134,6 +158,39 @@ class Scrubber:
     def path(self, path: Path | str) -> str:
         """A path relative to its root, with patient ids and names replaced, in POSIX form."""
         return self.text(str(path)).replace("\\", "/")
+
+
+def _replace(text: str, needles: Sequence[tuple[str, str]], *, whole_words: bool) -> str:
+    """``text`` with every caseless occurrence of each needle (already folded, longest first)
+    replaced; with ``whole_words``, only occurrences not inside a longer word."""
+    if not needles or not text:
+        return text
+    folded, origin = _fold(text)
+    taken = bytearray(len(text))
+    spans: list[tuple[int, int, str]] = []
+    for needle, replacement in needles:
+        at = folded.find(needle)
+        while at != -1:
+            end = at + len(needle)
+            # Whole characters of the text only: not the "ss" of a "ß", not a "u" without its umlaut.
+            whole = (at == 0 or origin[at - 1] != origin[at]) and (end == len(folded) or origin[end] != origin[end - 1])
+            first, last = origin[at], origin[end - 1] + 1
+            if (
+                whole
+                and not any(taken[first:last])
+                and not (whole_words and (_is_word_char(text, first - 1) or _is_word_char(text, last)))
+            ):
+                spans.append((first, last, replacement))
+                taken[first:last] = b"\x01" * (last - first)
+            at = folded.find(needle, at + 1)
+    if not spans:
+        return text
+    out, pos = [], 0
+    for first, last, replacement in sorted(spans):
+        out.append(text[pos:first] + replacement)
+        pos = last
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def scrubber_for(key: PseudonymKey, roots: list[tuple[str, str]], patients: Iterable[tuple[str, str]]) -> Scrubber:

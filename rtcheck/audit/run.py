@@ -111,9 +111,12 @@ from rich.text import Text
 
 from .._version import __version__
 from ..api import error_report, incomplete_report, load_protocol
+from ..assembly import CourseFiles
+from ..dicomio import UnreadableFile
 from ..errors import ExitCode, InputError, RtcheckError
 from ..protocol import Protocol
 from ..report import Status, worst
+from ..terminal import configure_logging, printable
 from .db import AuditDatabase, StoredResult, now
 from .discovery import (
     AuditCourse,
@@ -125,6 +128,7 @@ from .discovery import (
     list_files,
     load_centres_csv,
     make_roots,
+    root_of,
 )
 from .executors import DaskExecutor, Executor, PoolExecutor, SerialExecutor, default_jobs
 from .html import render_html
@@ -143,6 +147,9 @@ from .work import check_one
 __all__ = ["DESCRIPTION", "add_audit_arguments", "run_audit"]
 
 #: One line for ``--help`` and the subcommand list.
+#: How a submission nothing of which could be read is named in the outputs.
+UNREADABLE_PREFIX = "unreadable-"
+
 DESCRIPTION = "Protocol compliance across the centres of a trial: check every submitted course, summarise by centre."
 
 
@@ -252,7 +259,8 @@ class _Course:
     pseudonym: str
     name: str
     scrubber: Scrubber
-    problem: str = ""  # a file of the course could not be hashed
+    problem: str = ""  # a file of the course could not be hashed, or nothing of it could be read
+    error_kind: str = "internal"  # of ``problem``: "input" when trying again cannot help
 
     @property
     def report_path(self) -> str:
@@ -270,6 +278,9 @@ def _result_key(course: AuditCourse, hashes: dict[Path, str], protocol: Protocol
     digest = sha256(f"rtcheck audit|{__version__}|{protocol.sha256}|{course.files.complete}\n".encode())
     for h in sorted(hashes[p] for p in course.files.files):
         digest.update(h.encode() + b"\n")
+    # What could not be read decides too: once it can be, the course is checked again.
+    for line in sorted(course.files.unreadable):
+        digest.update(b"unreadable\0" + line.encode("utf-8", "surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
@@ -429,12 +440,19 @@ class _Audit:
         return exit_code
 
     def discover(self) -> Discovery:
-        files = list_files(self.s.roots)
+        unlisted: list[UnreadableFile] = []
+        files = list_files(self.s.roots, unlisted)
         task = self.progress.task("Indexing", len(files), "files")
         found = find_submissions(
-            self.s.roots, files, self.s.centres, self.local, self.s.jobs, lambda n: self.progress.advance(task, n)
+            self.s.roots,
+            files,
+            self.s.centres,
+            self.local,
+            self.s.jobs,
+            lambda n: self.progress.advance(task, n),
+            unlisted,
         )
-        if not found.courses:
+        if not found.courses and not found.unreadable:
             where = ", ".join(str(r.path) for r in self.s.roots)
             raise InputError(None, f"no RTPLAN found below {where} ({len(files)} files looked at)")
         return found
@@ -460,7 +478,33 @@ class _Audit:
             else:
                 problem, result_key = "", _result_key(found, hashes, self.s.protocol)
             courses.append(_Course(found, result_key, self.key.pseudonym(cf.patient_id), name, scrubber, problem))
-        return courses
+        return courses + self.unreadable_submissions(discovery)
+
+    def unreadable_submissions(self, discovery: Discovery) -> list[_Course]:
+        """What could not be read and lies in no course's folder, as not-evaluable courses.
+
+        One per folder: a patient folder that cannot be listed, or whose plan cannot be
+        opened, is most likely one course nobody can check, and it must count against its
+        centre instead of vanishing. Nothing of it could be read, so neither its patient id
+        nor its name is known to the scrubber: it is named by a keyed hash of its folder
+        only, and its message holds no path.
+        """
+        by_folder: dict[Path, list[tuple[str, UnreadableFile]]] = {}
+        for centre, item in discovery.unreadable:
+            by_folder.setdefault(item.path.parent, []).append((centre, item))
+        out = []
+        for folder, items in sorted(by_folder.items()):
+            root = root_of(self.s.roots, items[0][1].path)
+            centre, source = items[0][0], "folder_level" if self.s.centres.level else "unknown"
+            pseudonym = UNREADABLE_PREFIX + self.key.digest(str(folder))[:16]
+            problems = sorted({_pathless(item) for _, item in items})
+            problem = f"{len(items)} file(s) or folder(s) could not be read: {'; '.join(problems)}"
+            files = CourseFiles(plans=[], structure_set=None, doses=[], unreadable=[problem])
+            key = self.key.digest("unreadable|" + "|".join(sorted(f"{i.path}|{i.problem}" for _, i in items)))
+            found = AuditCourse(files, root, centre, source, "")
+            scrubber = Scrubber(self.s.root_prefixes)
+            out.append(_Course(found, key, pseudonym, "unreadable", scrubber, problem, error_kind="input"))
+        return out
 
     def check(self, courses: list[_Course], run_id: int) -> set[str]:
         """Check every course without a standing result; returns the keys checked."""
@@ -481,7 +525,7 @@ class _Audit:
         to_check = []
         for c in todo.values():
             if c.problem:
-                record(c, {"outcome": "error", "error_kind": "internal", "error": c.problem})
+                record(c, {"outcome": "error", "error_kind": c.error_kind, "error": c.problem})
             elif not c.found.files.complete:
                 record(c, {"outcome": "incomplete"})
             else:
@@ -560,7 +604,12 @@ class _Audit:
         if discovery.unreadable or discovery.orphans:
             everyone = scrubber_for(self.key, self.s.root_prefixes, discovery.patients)
             unreadable = [
-                (everyone.text(c), everyone.path(u.path), everyone.text(u.problem)) for c, u in discovery.unreadable
+                (
+                    everyone.text(c),
+                    UNREADABLE_PREFIX + self.key.digest(str(u.path.parent))[:16],
+                    everyone.text(_pathless(u)),
+                )
+                for c, u in discovery.unreadable
             ]
             orphans = [everyone.text(o) for o in discovery.orphans]
         protocol = self.s.protocol
@@ -579,13 +628,30 @@ def _print_summary(rows: Sequence[AuditRow], run: dict[str, Any], out: Path) -> 
     centres = centre_order(rows)
     print(
         f"rtcheck audit: {len(rows)} course(s) from {len(centres)} centre(s); checked {run['checked']}, "
-        f"reused {run['reused']} -> {out / 'summary.html'}"
+        f"reused {run['reused']} -> {printable(out / 'summary.html')}"
     )
     for centre in centres:
         mine = [r for r in rows if r.centre == centre]
         counts = {s: sum(r.verdict == s.value for r in mine) for s in Status}
         text = ", ".join(f"{n} {s.label}" for s, n in counts.items() if n)
-        print(f"  {centre}: {len(mine)} course(s): {text}")
+        print(f"  {printable(centre)}: {len(mine)} course(s): {text}")
+    unreadable = [r for r in rows if r.patient.startswith(UNREADABLE_PREFIX) or _has_unreadable(r)]
+    if unreadable:
+        print(
+            f"rtcheck audit: warning: {len(unreadable)} course(s) hold files or folders that could not be read "
+            "and are not evaluable (their pseudonyms are in courses.csv; `find ROOT ! -readable` lists them)",
+            file=sys.stderr,
+        )
+
+
+def _has_unreadable(row: AuditRow) -> bool:
+    return any(rule.get("id") == "course.inputs_readable" for rule in row.report.get("rules", []))
+
+
+def _pathless(item: UnreadableFile) -> str:
+    """What went wrong with an unreadable file or folder, without its path (which may name
+    a patient the scrubber does not know)."""
+    return item.problem.replace(str(item.path), "…")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -593,13 +659,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rtcheck audit", description=DESCRIPTION)
     add_audit_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(logging.DEBUG if args.debug else logging.WARNING)
     try:
         return run_audit(args)
     except RtcheckError as exc:
         if args.debug:
             raise
-        print(f"rtcheck audit: error: {exc}", file=sys.stderr)
+        print(f"rtcheck audit: error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

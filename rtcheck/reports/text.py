@@ -4,6 +4,11 @@ The terminal report is read by a dosimetrist at the end of a long day: the verdi
 then what needs attention (worst first, with the measured value against its limits), then
 every rule grouped by family. The last line is a one-line summary a planning-system
 script can show in its console.
+
+Every string that came from the files (patient id, plan labels, ROI names, paths, and the
+messages that quote them) is escaped with :func:`rtcheck.terminal.printable` and given to
+rich as plain :class:`~rich.text.Text`, never as markup: a name cannot start a line of its
+own, colour the output or inject rich markup.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import LimitsOut, Report, RuleResult, Status
+from ..terminal import printable
 
 _STYLE = {
     Status.PER_PROTOCOL: "bold green",
@@ -57,6 +63,11 @@ def format_limits(limits: LimitsOut | None, unit: str) -> str:
     return f"≤ {hi:g}{u}"
 
 
+def _plain(value: object, style: str = "") -> Text:
+    """Text from the files, escaped, for rich to show as it is (not as markup)."""
+    return Text(printable(value), style=style)
+
+
 def _badge(status: Status) -> Text:
     return Text(_ICON[status], style=_STYLE[status])
 
@@ -64,7 +75,7 @@ def _badge(status: Status) -> Text:
 def summary_line(report: Report) -> str:
     """One line for a script console: verdict, and the rules that are not per protocol."""
     bad = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
-    head = f"rtcheck: {report.verdict.label.upper()} ({report.patient_id} {_course_label(report)})"
+    head = f"rtcheck: {report.verdict.label.upper()} ({printable(report.patient_id)} {_course_label(report)})"
     if not bad:
         return f"{head}: all {len(report.rules)} rules per protocol"
     shown = [
@@ -81,7 +92,8 @@ def summary_line(report: Report) -> str:
 
 
 def _course_label(report: Report) -> str:
-    return " + ".join(p.label or p.name or p.sop_instance_uid for p in report.plans) or report.course_key
+    label = " + ".join(p.label or p.name or p.sop_instance_uid for p in report.plans) or report.course_key
+    return printable(label)
 
 
 def _severity_key(rule: RuleResult) -> tuple[int, str]:
@@ -104,22 +116,22 @@ def _rules_table(rules: Iterable[RuleResult], *, title: str, with_items: bool, b
             family = rule.family
         table.add_row(
             _badge(rule.status),
-            rule.id,
-            format_value(rule.value, rule.unit),
-            format_limits(rule.per_protocol, rule.unit),
-            format_limits(rule.acceptable_variation, rule.unit),
-            rule.message,
+            _plain(rule.id),
+            _plain(format_value(rule.value, rule.unit)),
+            _plain(format_limits(rule.per_protocol, rule.unit)),
+            _plain(format_limits(rule.acceptable_variation, rule.unit)),
+            _plain(rule.message),
         )
         if with_items and len(rule.items) > 1:
             for item in rule.items:
                 extra = item.detail.get("reason", "") if item.value is None else ""
                 table.add_row(
                     _badge(item.status),
-                    Text(f"  {item.name}", style="dim"),
-                    format_value(item.value, rule.unit),
+                    _plain(f"  {item.name}", style="dim"),
+                    _plain(format_value(item.value, rule.unit)),
                     "",
                     "",
-                    Text(str(extra), style="dim"),
+                    _plain(extra, style="dim"),
                 )
     return table
 
@@ -132,16 +144,15 @@ def report_renderable(report: Report) -> Group:
     parts.append(verdict + Text(f"   {counts}"))
     arm = report.arm
     arm_text = "none detected" if arm.arm is None else arm.arm + (" (given)" if arm.overridden else " (detected)")
+    parts.append(_plain(f"Patient {report.patient_id} · course {_course_label(report)} · arm {arm_text}", style="dim"))
     parts.append(
-        Text(
-            f"Patient {report.patient_id} · course {_course_label(report)} · arm {arm_text}\n"
-            f"Protocol {report.protocol.name} v{report.protocol.version}"
-            f" (sha256 {report.protocol.sha256[:12]})",
+        _plain(
+            f"Protocol {report.protocol.name} v{report.protocol.version} (sha256 {report.protocol.sha256[:12]})",
             style="dim",
         )
     )
     for line in arm.evidence:
-        parts.append(Text(f"  {line}", style="dim"))
+        parts.append(_plain(f"  {line}", style="dim"))
     attention = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
     if attention:
         parts.append(Text(""))
@@ -157,10 +168,10 @@ def report_renderable(report: Report) -> Group:
         parts.append(Text(f"DICOM integrity: {len(errors)} error(s), {len(warnings)} warning(s)", style="bold"))
         for f in errors[:20]:
             where = f" {f.keyword}{f.tag}" if f.keyword else ""
-            parts.append(Text(f"  error  {f.file}{where}: {f.message}", style="red"))
+            parts.append(_plain(f"  error  {f.file}{where}: {f.message}", style="red"))
         for f in warnings[:5]:
             where = f" {f.keyword}{f.tag}" if f.keyword else ""
-            parts.append(Text(f"  warn   {f.file}{where}: {f.message}", style="yellow"))
+            parts.append(_plain(f"  warn   {f.file}{where}: {f.message}", style="yellow"))
         if len(warnings) > 5:
             parts.append(Text(f"  ... {len(warnings) - 5} more warning(s) in the JSON report", style="dim"))
     parts.append(Text(""))
