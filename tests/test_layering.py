@@ -21,7 +21,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rtcheck"
 #: The floors, lowest first. A module is placed by its dotted name relative to the package;
 #: a subpackage's name places the subpackage and every module in it.
 FLOORS: list[tuple[str, set[str]]] = [
-    ("foundation", {"_version", "errors", "units", "durable", "standard_tables", "course", "report", "phantom"}),
+    (
+        "foundation",
+        {"_version", "errors", "units", "durable", "standard_tables", "course", "report", "phantom", "terminal"},
+    ),
     ("files", {"dicomio", "integrity"}),
     ("measure", {"geometry", "dose", "dvh", "assembly"}),
     ("trial vocabulary", {"protocol", "roles", "arms"}),
