@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ._version import __version__
-from .arms import detect_arm, part_name
-from .assembly import CourseFiles, find_courses, load_course
+from .arms import part_name
+from .assembly import CourseFiles, find_courses
 from .engine import run_rules
 from .errors import InputError
 from .protocol import Protocol, read_protocol
@@ -33,11 +33,20 @@ from .report import (
     Status,
     worst,
 )
-from .roles import match_roles
 from .rules import validate_rule_params
 from .rules.base import CheckContext
+from .workspace import Workspace
 
-__all__ = ["check_course", "check_paths", "error_report", "find_courses", "incomplete_report", "load_protocol"]
+__all__ = [
+    "check_course",
+    "check_paths",
+    "check_workspace",
+    "error_report",
+    "find_courses",
+    "incomplete_report",
+    "load_protocol",
+    "open_workspace",
+]
 
 
 def load_protocol(path: Path | str | None = None) -> Protocol:
@@ -74,13 +83,33 @@ def check_course(
 
     ``arm`` forces the arm instead of detecting it. Raises :class:`rtcheck.errors.InputError`
     when a file of the course cannot be read at all; everything less drastic (a missing
-    structure set, an unusable dose) becomes not-evaluable rules in the report.
+    structure set, an unusable dose) becomes not-evaluable rules in the report. To draw
+    figures of the report as well, use :func:`open_workspace` and :func:`check_workspace`,
+    which keep what was read and measured for the renderers.
+    """
+    return check_workspace(open_workspace(course_files, protocol, arm), debug=debug)
+
+
+def open_workspace(course_files: CourseFiles, protocol: Protocol, arm: str | None = None) -> Workspace:
+    """Read one course (each file once) into the workspace its rules and figures measure in.
+
+    ``arm`` forces the arm instead of detecting it. Raises :class:`rtcheck.errors.InputError`
+    for an unknown arm or when a file of the course cannot be read at all.
     """
     if arm is not None and arm not in protocol.arms:
         raise InputError(None, f"unknown arm {arm!r}; the protocol's arms are {', '.join(protocol.arms)}")
-    course, integrity = load_course(course_files)
-    roles = match_roles(protocol, course.structure_set)
-    assignment = detect_arm(course, protocol, roles, arm)
+    return Workspace.open(course_files, protocol, arm)
+
+
+def check_workspace(workspace: Workspace, *, debug: bool = False) -> Report:
+    """Run the protocol's rules in an opened workspace and return the course's report.
+
+    The workspace keeps everything the rules measured (doses, solids, DVHs), so that the
+    report's figures (:func:`rtcheck.reports.figures.build_figures`) are drawn from the
+    same objects without reading a file again.
+    """
+    course_files, protocol, course = workspace.files, workspace.protocol, workspace.course
+    integrity, assignment = workspace.integrity, workspace.arm
     arm_result = ArmResult(
         arm=assignment.arm,
         overridden=assignment.overridden,
@@ -101,8 +130,7 @@ def check_course(
             )
         ]
     else:
-        ctx = CheckContext(course, protocol, assignment, roles, integrity)
-        rules = run_rules(ctx, debug=debug)
+        rules = run_rules(CheckContext(workspace), debug=debug)
     unreadable = _unreadable_rule(course_files)
     if unreadable is not None:
         rules.insert(0, unreadable)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydicom.dataset import Dataset
+
 from .course import Course
 from .dicomio import (
     NOT_DICOM,
@@ -23,7 +25,7 @@ from .dicomio import (
     index_file,
     index_paths,
     plan_from_dataset,
-    read_dataset,
+    read_file,
     structure_set_from_dataset,
 )
 from .errors import InputError
@@ -264,31 +266,51 @@ def _index_siblings(folders: list[Path], known: set[Path], index: Index) -> None
                 index.files.append(entry)
 
 
+@dataclass
+class LoadedCourse:
+    """A course read from its files: the model, its integrity findings, and the RTDOSE
+    datasets (pixel data included, by SOP Instance UID) so that no dose is read twice."""
+
+    course: Course
+    integrity: list[IntegrityFinding]
+    dose_datasets: dict[str, Dataset]
+
+
 def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:
-    """Read the course's RT objects (dose pixels excepted) into the course model.
+    """Read the course's RT objects into the course model (see :func:`read_course`)."""
+    loaded = read_course(files)
+    return loaded.course, loaded.integrity
+
+
+def read_course(files: CourseFiles) -> LoadedCourse:
+    """Read each of the course's files once into the course model.
 
     Each dataset is checked for integrity right after it is read, while it is at hand, so
-    the course model itself never needs to hold on to pydicom datasets.
+    the course model itself never needs to hold on to pydicom datasets; the RTDOSE datasets
+    are handed back beside it for their voxels.
     """
     if not files.plans:
         raise InputError(None, "a course needs at least one RTPLAN")
     findings: list[IntegrityFinding] = []
     plans = []
     for f in files.plans:
-        ds = read_dataset(f.path)
-        findings += conformance(f.path, ds) + plan_sanity(f.path, ds)
-        plans.append(plan_from_dataset(f.path, ds))
+        read = read_file(f.path)
+        findings += conformance(f.path, read.dataset) + plan_sanity(f.path, read.dataset)
+        plans.append(plan_from_dataset(f.path, read.dataset, read.sha256))
     structure_set = None
     if files.structure_set is not None:
         path = files.structure_set.path
-        ds = read_dataset(path)
-        structure_set = structure_set_from_dataset(path, ds)
-        findings += conformance(path, ds) + structure_sanity(path, ds, structure_set)
+        read = read_file(path)
+        structure_set = structure_set_from_dataset(path, read.dataset, read.sha256)
+        findings += conformance(path, read.dataset) + structure_sanity(path, read.dataset, structure_set)
     doses = []
+    dose_datasets: dict[str, Dataset] = {}
     for f in files.doses:
-        ds = read_dataset(f.path)
-        findings += conformance(f.path, ds) + dose_sanity(f.path, ds)
-        doses.append(dose_header_from_dataset(f.path, ds))
+        read = read_file(f.path)
+        findings += conformance(f.path, read.dataset) + dose_sanity(f.path, read.dataset)
+        dose = dose_header_from_dataset(f.path, read.dataset, read.sha256)
+        doses.append(dose)
+        dose_datasets[dose.source.sop_instance_uid] = read.dataset
     course = Course(
         patient_id=plans[0].patient_id,
         patient_name=plans[0].patient_name,
@@ -299,4 +321,4 @@ def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:
     for problem in files.missing:
         findings.append(IntegrityFinding(severity="error", file="", message=problem))
     findings += course_consistency(course)
-    return course, findings
+    return LoadedCourse(course, findings, dose_datasets)

@@ -187,13 +187,15 @@ def _check(args: argparse.Namespace) -> int:
     for course in found.courses:
         for problem in [*course.missing, *course.superseded, *course.unreadable]:
             _warn(problem)
-    reports = [check_course(c, protocol, args.arm, debug=args.debug) for c in found.courses]
+    if args.format in FILE_FORMATS:
+        reports = _write_files(args, found.courses, protocol)
+    else:
+        reports = [check_course(c, protocol, args.arm, debug=args.debug) for c in found.courses]
     worst_code = max(_STATUS_EXIT[r.verdict] for r in reports)
     if found.unreadable:
         # What could not be read lies in no course's folder: it may be a course of its own.
         worst_code = max(worst_code, ExitCode.INPUT_ERROR)
     if args.format in FILE_FORMATS:
-        _write_files(args, found.courses, reports, protocol)
         return worst_code
     out_file = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     try:
@@ -234,10 +236,13 @@ FILE_FORMATS = ("html", "pdf", "dicom")
 _SUFFIX = {"html": ".html", "pdf": ".pdf", "dicom": ".dcm"}
 
 
-def _write_files(
-    args: argparse.Namespace, courses: list[CourseFiles], reports: list[Report], protocol: Protocol
-) -> None:
-    """HTML, PDF or DICOM reports: to ``-o FILE`` for one course, into ``-o DIR`` for several."""
+def _write_files(args: argparse.Namespace, courses: list[CourseFiles], protocol: Protocol) -> list[Report]:
+    """HTML, PDF or DICOM reports: to ``-o FILE`` for one course, into ``-o DIR`` for several.
+
+    Each course is checked, drawn and written in turn, its figures drawn from the workspace
+    its rules measured in; only its report is kept once it is written.
+    """
+    from .api import check_workspace, open_workspace
     from .reports.dicom import write_dicom, write_findings_sr
     from .reports.figures import build_figures
     from .reports.html import report_stem, write_html
@@ -245,12 +250,17 @@ def _write_files(
 
     if args.output is None:
         raise InputError(None, f"--format {args.format} writes a file: give -o FILE (or -o DIR for several courses)")
-    to_folder = len(reports) > 1 or args.output.is_dir()
+    to_folder = len(courses) > 1 or args.output.is_dir()
     if to_folder:
         args.output.mkdir(parents=True, exist_ok=True)
-    for course, report in zip(courses, reports, strict=True):
+    reports = []
+    for course in courses:
+        workspace = open_workspace(course, protocol, args.arm)
+        report = check_workspace(workspace, debug=args.debug)
+        reports.append(report)
         path = args.output / (report_stem(report) + _SUFFIX[args.format]) if to_folder else args.output
-        figures = build_figures(course, report, protocol)
+        figures = build_figures(report, workspace)
+        del workspace  # its doses and DVHs are not needed for the next course
         if args.format == "html":
             write_html(report, figures, path)
         elif args.format == "pdf":
@@ -260,6 +270,7 @@ def _write_files(
             if args.sr:
                 write_findings_sr(report, path.with_name(path.stem + ".sr.dcm"))
         print(f"{report.verdict.label.upper()}: wrote {printable(path)}", file=sys.stderr)
+    return reports
 
 
 def _example(args: argparse.Namespace) -> int:

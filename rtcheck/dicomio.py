@@ -12,6 +12,7 @@ of loading a structure set (tooling.md: ~1 s per 600 k coordinates).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -281,33 +282,52 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_dataset(path: Path) -> Dataset:
-    """Read a whole dataset, turning every failure into a one-line :class:`InputError`.
+@dataclass(frozen=True)
+class ReadFile:
+    """A whole DICOM file, read once: its dataset and the SHA-256 of its bytes."""
 
-    pydicom returns a shortened dataset, without complaint, for a file cut inside a
-    sequence or inside the pixel data, so truncation is checked here explicitly
-    (:func:`check_not_truncated`).
+    path: Path
+    dataset: Dataset
+    sha256: str
+
+
+def read_file(path: Path) -> ReadFile:
+    """Read a whole file once: parse its dataset and hash its bytes from the same read.
+
+    Every failure becomes a one-line :class:`InputError`. pydicom returns a shortened
+    dataset, without complaint, for a file cut inside a sequence or inside the pixel data,
+    so truncation is checked here explicitly (:func:`check_not_truncated`).
     """
     try:
-        ds = pydicom.dcmread(path, force=True)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # pydicom raises many types on damaged files
         raise InputError(path, f"truncated or corrupt DICOM ({_short(exc)})") from exc
     if "SOPClassUID" not in ds:
         raise InputError(path, NOT_DICOM)
-    check_not_truncated(path, ds)
-    return ds
+    check_not_truncated(path, ds, data)
+    return ReadFile(path, ds, hashlib.sha256(data).hexdigest())
+
+
+def read_dataset(path: Path) -> Dataset:
+    """The dataset of :func:`read_file`."""
+    return read_file(path).dataset
 
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
-def check_not_truncated(path: Path, ds: Dataset) -> None:
+def check_not_truncated(path: Path, ds: Dataset, data: bytes | None = None) -> None:
     """Raise :class:`InputError` when the file ends before its last element does.
 
     Truncation always shows at the end of the file, so the last top-level element is
     enough: with a defined length it must end within the file; with an undefined length
-    (a sequence) the file must end with its sequence delimitation item.
+    (a sequence) the file must end with its sequence delimitation item. ``data`` is the
+    file's bytes when they have been read already.
     """
     tags = sorted(ds.keys())
     if not tags:
@@ -317,11 +337,15 @@ def check_not_truncated(path: Path, ds: Dataset) -> None:
     length = getattr(raw, "length", None)
     if tell is None or length is None:
         return  # already converted: nothing left to compare against the file
-    size = path.stat().st_size
+    size = path.stat().st_size if data is None else len(data)
     if length == _UNDEFINED_LENGTH:
-        with path.open("rb") as fh:
-            fh.seek(max(0, size - 8))
-            ends_well = fh.read(8) == _SEQUENCE_DELIMITER
+        if data is None:
+            with path.open("rb") as fh:
+                fh.seek(max(0, size - 8))
+                tail = fh.read(8)
+        else:
+            tail = data[-8:]
+        ends_well = tail == _SEQUENCE_DELIMITER
     else:
         ends_well = tell + length <= size
     if not ends_well:
@@ -331,13 +355,14 @@ def check_not_truncated(path: Path, ds: Dataset) -> None:
         )
 
 
-def source_file(path: Path, ds: Dataset, modality: str) -> SourceFile:
+def source_file(path: Path, ds: Dataset, modality: str, sha256: str | None = None) -> SourceFile:
+    """The file a model object was read from; ``sha256`` when its bytes were hashed already."""
     return SourceFile(
         path=path,
         modality=modality,
         sop_class_uid=str(ds.get("SOPClassUID", "")),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-        sha256=sha256_of(path),
+        sha256=sha256 or sha256_of(path),
     )
 
 
@@ -359,7 +384,7 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def plan_from_dataset(path: Path, ds: Dataset) -> Plan:
+def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Plan:
     """Build the course model of an RT (Ion) Plan, with each fraction group's prescription."""
     dose_refs = tuple(
         DoseReference(
@@ -404,7 +429,7 @@ def plan_from_dataset(path: Path, ds: Dataset) -> Plan:
         groups.append(group)
     ref_ss = _first_ref(ds, "ReferencedStructureSetSequence")
     return Plan(
-        source=source_file(path, ds, "RTPLAN"),
+        source=source_file(path, ds, "RTPLAN", sha256),
         label=str(ds.get("RTPlanLabel", "") or ""),
         name=str(ds.get("RTPlanName", "") or ""),
         description=str(ds.get("RTPlanDescription", "") or ""),
@@ -497,7 +522,7 @@ def contour_points(item: Dataset) -> np.ndarray:
     return flat.reshape(-1, 3)
 
 
-def structure_set_from_dataset(path: Path, ds: Dataset) -> StructureSet:
+def structure_set_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> StructureSet:
     """Build the course model of an RT Structure Set (contours as numpy arrays)."""
     names: dict[int, tuple[str, str | None]] = {}
     for item in ds.get("StructureSetROISequence", []):
@@ -540,14 +565,14 @@ def structure_set_from_dataset(path: Path, ds: Dataset) -> StructureSet:
         if item.get("FrameOfReferenceUID")
     ]
     return StructureSet(
-        source=source_file(path, ds, "RTSTRUCT"),
+        source=source_file(path, ds, "RTSTRUCT", sha256),
         frame_of_reference_uid=for_uids[0] if for_uids else None,
         rois=rois,
         label=str(ds.get("StructureSetLabel", "") or ""),
     )
 
 
-def dose_header_from_dataset(path: Path, ds: Dataset) -> DoseFile:
+def dose_header_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> DoseFile:
     """Build the header-only course model of an RT Dose object."""
     plan_uids: list[str] = []
     groups: list[int] = []
@@ -565,7 +590,7 @@ def dose_header_from_dataset(path: Path, ds: Dataset) -> DoseFile:
                 if b is not None:
                     beams.append(b)
     return DoseFile(
-        source=source_file(path, ds, "RTDOSE"),
+        source=source_file(path, ds, "RTDOSE", sha256),
         summation_type=str(ds.get("DoseSummationType", "") or "") or None,
         units=str(ds.get("DoseUnits", "") or "") or None,
         dose_type=str(ds.get("DoseType", "") or "") or None,

@@ -309,6 +309,31 @@ def _read(path: Path, *, pixels: bool) -> Dataset:
         raise DoseError(path, "file", f"cannot be read as DICOM ({exc})") from exc
 
 
+def without_pixels(ds: Dataset) -> Dataset:
+    """The dataset's header: every element but the pixel data (which a grid has been made of)."""
+    return Dataset({tag: elem for tag, elem in ds.items() if tag != _PIXEL_DATA})
+
+
+_PIXEL_DATA = 0x7FE00010
+
+
+class DoseReader:
+    """Where RTDOSE headers and grids come from: the files, read when asked.
+
+    A caller that already holds the datasets (the workspace of a course, which reads each
+    file once) hands in its own reader, so that summing and selecting doses never open a
+    file again.
+    """
+
+    def header(self, dose: DoseFile) -> Dataset:
+        """The RTDOSE's attributes (pixel data not needed)."""
+        return _read(dose.source.path, pixels=False)
+
+    def grid(self, dose: DoseFile) -> DoseGrid:
+        """The RTDOSE's voxels in Gy."""
+        return load_dose_grid(dose)
+
+
 def _check_header(ds: Dataset, dose: DoseFile) -> tuple[str, float]:
     """Units, type and scaling: the attributes that decide whether voxels mean Gy."""
     path = dose.source.path
@@ -338,15 +363,18 @@ def _check_header(ds: Dataset, dose: DoseFile) -> tuple[str, float]:
     return dose_type, scaling
 
 
-def load_dose_grid(dose: DoseFile) -> DoseGrid:
+def load_dose_grid(dose: DoseFile, ds: Dataset | None = None) -> DoseGrid:
     """Read an RTDOSE's voxels into Gy (float32) on increasing x, y, z.
 
-    Raises :class:`DoseError` for anything that would make the numbers mean something else
-    than absolute dose at known positions: RELATIVE or missing units, an ERROR dose type, a
-    missing or non-positive DoseGridScaling, an oblique grid, inconsistent frame offsets.
+    ``ds`` is the RTDOSE's dataset when it has already been read (with its pixel data);
+    otherwise the file is read. Raises :class:`DoseError` for anything that would make the
+    numbers mean something else than absolute dose at known positions: RELATIVE or missing
+    units, an ERROR dose type, a missing or non-positive DoseGridScaling, an oblique grid,
+    inconsistent frame offsets.
     """
     path = dose.source.path
-    ds = _read(path, pixels=True)
+    if ds is None:
+        ds = _read(path, pixels=True)
     dose_type, scaling = _check_header(ds, dose)
     geometry = _geometry(ds, path)
     if "PixelData" not in ds:
@@ -413,23 +441,25 @@ def _smallest_voxel_mm3(g: _Geometry) -> float:
     return float(dx * dy * np.diff(voxel_edges(g.z_mm)).min())
 
 
-def sum_doses(doses: Sequence[DoseFile]) -> DoseGrid:
+def sum_doses(doses: Sequence[DoseFile], reader: DoseReader | None = None) -> DoseGrid:
     """Sum RTDOSE objects (already chosen), holding one loaded grid besides the total.
 
     Grids equal to the target are added as they are; others are resampled onto it. The target
     is the finest grid (see the module docstring), cropped to where every grid has a dose.
+    ``reader`` gives the headers and grids (by default, read from the files).
     """
+    reader = reader or DoseReader()
     if not doses:
         raise ValueError("no dose to sum")
     names = ", ".join(d.source.path.name for d in doses)
     if len({d.frame_of_reference_uid for d in doses}) > 1:
         raise DoseError(None, "FrameOfReferenceUID", f"the doses to sum ({names}) lie in different frames of reference")
     if len(doses) == 1:
-        return load_dose_grid(doses[0])
+        return reader.grid(doses[0])
     headers: list[_Geometry] = []
     types: set[str] = set()
     for d in doses:  # check every header before reading any voxel
-        ds = _read(d.source.path, pixels=False)
+        ds = reader.header(d)
         types.add(_check_header(ds, d)[0])
         headers.append(_geometry(ds, d.source.path))
     if len(types) > 1:
@@ -450,7 +480,7 @@ def sum_doses(doses: Sequence[DoseFile]) -> DoseGrid:
     total = np.zeros((z.size, y.size, x.size), dtype=np.float32)
     resampled = False
     for d in doses:
-        grid = load_dose_grid(d)
+        grid = reader.grid(d)
         if same_axes(grid.axes, (target.x_mm, target.y_mm, target.z_mm)):
             total += grid.dose_gy[np.ix_(keep[2], keep[1], keep[0])]
         else:
@@ -644,9 +674,9 @@ def _multi_plan(
     )
 
 
-def component_dose(course: Course, parts: Iterable[ComponentPart]) -> ComponentDose:
+def component_dose(course: Course, parts: Iterable[ComponentPart], reader: DoseReader | None = None) -> ComponentDose:
     """The dose of a component: the selected RTDOSE objects, loaded and summed."""
     selection = select_doses(course, parts)
-    total = sum_doses(selection.doses)
+    total = sum_doses(selection.doses, reader)
     total = replace(total, note=f"{total.note}; {selection.explanation}")
     return ComponentDose(total=total, fractions=selection.fractions, selection=selection)

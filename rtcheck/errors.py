@@ -44,3 +44,12 @@ class ProtocolError(RtcheckError):
     """The protocol YAML is malformed; the message names the YAML path and line."""
 
     exit_code = ExitCode.PROTOCOL_ERROR
+
+
+class NotEvaluable(Exception):
+    """A measurement's inputs are missing or unusable; the message says which.
+
+    Raised by the workspace of a course and by the checks that measure in it, and turned
+    into a not-evaluable rule (never a pass) by the engine, or into a sentence in place of
+    a figure by the renderers.
+    """

@@ -152,6 +152,37 @@ class ArmSpec(_Strict):
     optional_components: list[str] = Field(default_factory=list)
 
 
+class ReportSpec(_Strict):
+    """How reports show the trial: the roles its figures draw as what, the rules an audit plots.
+
+    Reports speak the protocol's vocabulary, so which structures are organs at risk, peaks
+    or low-dose targets is written here, not in the renderers. Every entry is optional; a
+    figure whose roles are not named is left out.
+    """
+
+    #: The lesion the dose slices and the peak profile are centred on (a role).
+    lesion: str | None = None
+    #: The high-dose spheres: outlined on the slices, the profile runs through their centres.
+    peaks: str | None = None
+    #: The valley: the first of these (roles or derived structures) that the course has.
+    valley: list[str] = Field(default_factory=list)
+    #: Roles drawn as organs at risk on every DVH.
+    organs_at_risk: list[str] = Field(default_factory=list)
+    #: The role whose component gets the low-dose targets figure.
+    low_dose_targets: str | None = None
+    #: Roles that must receive no low-dose dose, shown beside the low-dose targets.
+    no_low_dose: list[str] = Field(default_factory=list)
+    #: Rule ids (glob patterns allowed) whose values an audit plots by centre.
+    headline_rules: list[str] = Field(default_factory=list)
+
+    def roles(self) -> list[tuple[str, str]]:
+        """(where, role) of every entry that must name a role of the protocol."""
+        singles = [("lesion", self.lesion), ("peaks", self.peaks), ("low_dose_targets", self.low_dose_targets)]
+        out = [(where, role) for where, role in singles if role is not None]
+        out += [("organs_at_risk", r) for r in self.organs_at_risk]
+        return out + [("no_low_dose", r) for r in self.no_low_dose]
+
+
 _RULE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 
@@ -199,6 +230,7 @@ class Protocol(_Strict):
     derived: dict[str, DerivedSpec] = Field(default_factory=dict)
     arms: dict[str, ArmSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(min_length=1)
+    report: ReportSpec = Field(default_factory=ReportSpec)
     #: SHA-256 of the YAML text, so every report says exactly which protocol judged it.
     sha256: str = ""
     path: str = ""
@@ -219,6 +251,12 @@ class Protocol(_Strict):
             for operand in spec.operands:
                 if operand.role not in self.roles:
                     raise ValueError(f"derived structure {name!r} names unknown role {operand.role!r}")
+        for where, role in self.report.roles():
+            if role not in self.roles:
+                raise ValueError(f"report.{where} names unknown role {role!r}")
+        for name in self.report.valley:
+            if name not in self.roles and name not in self.derived:
+                raise ValueError(f"report.valley names {name!r}, which is neither a role nor a derived structure")
         seen: dict[str, set[str]] = {}
         for rule in self.rules:
             for arm in rule.arms:

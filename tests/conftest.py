@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.api import check_course, check_workspace, find_courses, load_protocol, open_workspace
 from rtcheck.assembly import CourseFiles
 from rtcheck.phantom import write_course
 from rtcheck.report import Report
+from rtcheck.workspace import Workspace
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
@@ -57,3 +58,18 @@ def checked(course_dir: Callable[..., Path]) -> Callable[[str], tuple[CourseFile
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def measured(course_dir: Callable[..., Path]) -> Callable[[str], tuple[Report, Workspace]]:
+    """Report and workspace of a phantom variant (what figures are drawn from), made per call.
+
+    Not kept for the session: a workspace holds the course's doses and DVH samples.
+    """
+    protocol = load_protocol()
+
+    def get(variant: str) -> tuple[Report, Workspace]:
+        workspace = open_workspace(find_courses([course_dir(variant)])[0], protocol)
+        return check_workspace(workspace), workspace
+
+    return get

@@ -35,10 +35,9 @@ def dciodvfy(path: Path) -> str:
 
 
 @pytest.mark.parametrize("variant", ["compliant", "peak_near_gtv_edge"])
-def test_report_object_is_valid_and_filed_with_the_plan(variant: str, checked, tmp_path: Path) -> None:
-    protocol = load_protocol()
-    course, report = checked(variant)
-    figures = build_figures(course, report, protocol) if variant == "compliant" else None
+def test_report_object_is_valid_and_filed_with_the_plan(variant: str, measured, tmp_path: Path) -> None:
+    report, workspace = measured(variant)
+    figures = build_figures(report, workspace) if variant == "compliant" else None
     path = write_dicom(report, figures, tmp_path / "report.dcm")
 
     verdict = dciodvfy(path)
@@ -47,7 +46,7 @@ def test_report_object_is_valid_and_filed_with_the_plan(variant: str, checked, t
     assert problems == []
 
     ds = pydicom.dcmread(path)
-    plan = pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
+    plan = pydicom.dcmread(workspace.files.plans[0].path, stop_before_pixels=True)
     assert ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE == ds.file_meta.MediaStorageSOPClassUID
     assert ds.Modality == "DOC"
     for keyword in ("PatientID", "PatientName", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyID"):

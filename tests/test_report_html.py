@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtcheck.api import check_course, find_courses, load_protocol
+from rtcheck.api import check_workspace, find_courses, load_protocol, open_workspace
 from rtcheck.assembly import load_course
 from rtcheck.geometry import SolidCache
 from rtcheck.report import Status
@@ -30,14 +30,14 @@ _VOID = {"meta", "img", "br", "col", "hr", "link", "input"}
 
 
 @pytest.fixture(scope="module")
-def drawn(checked) -> Callable[[str], Figures]:
+def drawn(measured) -> Callable[[str], Figures]:
     """The figures of a phantom variant, drawn once per module."""
     done: dict[str, Figures] = {}
 
     def get(variant: str) -> Figures:
         if variant not in done:
-            course, report = checked(variant)
-            done[variant] = build_figures(course, report, load_protocol())
+            report, workspace = measured(variant)
+            done[variant] = build_figures(report, workspace)
         return done[variant]
 
     return get
@@ -191,10 +191,9 @@ def test_coronal_outline_is_the_slab_section(checked) -> None:
 
 
 def test_a_missing_dose_replaces_figures_by_the_reason(course_dir, tmp_path: Path) -> None:
-    protocol = load_protocol()
-    course = find_courses([course_dir("multi_plan_dose")])[0]
-    report = check_course(course, protocol)
-    figures = build_figures(course, report, protocol)
+    workspace = open_workspace(find_courses([course_dir("multi_plan_dose")])[0], load_protocol())
+    report = check_workspace(workspace)
+    figures = build_figures(report, workspace)
     assert figures.get("dvh_peak") is not None and not figures.get("dvh_peak").available  # type: ignore[union-attr]
     reasons = [p.reason or "" for p in figures if not p.available]
     assert reasons and all("no dose" in r for r in reasons)
@@ -203,10 +202,10 @@ def test_a_missing_dose_replaces_figures_by_the_reason(course_dir, tmp_path: Pat
     assert "not drawn — no dose for component peak" in text
 
 
-def test_figures_are_fast(checked) -> None:
-    course, report = checked("peak_near_gtv_edge")
+def test_figures_are_fast(measured) -> None:
+    report, workspace = measured("peak_near_gtv_edge")
     start = time.perf_counter()
-    figures = build_figures(course, report, load_protocol())
+    figures = build_figures(report, workspace)
     render_html(report, figures)
     elapsed = time.perf_counter() - start
     assert all(p.available for p in figures)

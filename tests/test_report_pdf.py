@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from peers import require
 
-from rtcheck.api import load_protocol
 from rtcheck.report import Status
 from rtcheck.reports.figures import build_figures
 from rtcheck.reports.pdf import render_pdf, write_pdf
@@ -67,10 +66,9 @@ def test_pdf_names_the_verdict_and_every_failing_rule(variant: str, failing: set
         assert "Nothing: all" in text
 
 
-def test_pdf_with_figures_is_a4_and_reads_well(checked, tmp_path: Path) -> None:
-    protocol = load_protocol()
-    course, report = checked("compliant")
-    figures = build_figures(course, report, protocol)
+def test_pdf_with_figures_is_a4_and_reads_well(measured, tmp_path: Path) -> None:
+    report, workspace = measured("compliant")
+    figures = build_figures(report, workspace)
     pdf = render_pdf(report, figures)
     path = tmp_path / "report.pdf"
     path.write_bytes(pdf)
@@ -89,10 +87,9 @@ def test_pdf_with_figures_is_a4_and_reads_well(checked, tmp_path: Path) -> None:
     assert f"{report.counts['per_protocol']} per protocol · 0 acceptable variation" in text
 
 
-def test_pdf_of_a_course_without_figures_says_why(checked, tmp_path: Path) -> None:
-    protocol = load_protocol()
-    course, report = checked("multi_plan_dose")
-    figures = build_figures(course, report, protocol)
+def test_pdf_of_a_course_without_figures_says_why(measured, tmp_path: Path) -> None:
+    report, workspace = measured("multi_plan_dose")
+    figures = build_figures(report, workspace)
     path = write_pdf(report, figures, tmp_path / "report.pdf")
     text = " ".join(pdf_text(path).split())
     assert "not drawn — no dose for component peak" in text

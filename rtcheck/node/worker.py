@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..assembly import CourseFiles
     from ..protocol import Protocol
     from ..report import Report
+    from ..workspace import Workspace
 
 # ---------------------------------------------------------------------------------------
 # Running a check (in a worker process) and writing its report (in the node)
@@ -75,20 +76,23 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
     course that breaks the checker is seen by a person instead of vanishing from the queue.
     The DICOM report (figures and PDF: a second or two) is made here too, in the worker.
     """
-    from ..api import check_course, error_report, incomplete_report
+    from ..api import check_workspace, error_report, incomplete_report, open_workspace
 
     started = time.monotonic()
     protocol = load_protocol_cached(job.protocol_path)
     error = None
+    workspace = None
     if job.complete:
         try:
-            report = check_course(job.course, protocol, job.arm)
+            workspace = open_workspace(job.course, protocol, job.arm)
+            report = check_workspace(workspace)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             report = error_report(job.course, protocol, error)
+            workspace = None
     else:
         report = incomplete_report(job.course, protocol)
-    return _outcome(job, report, protocol, error, started, figures=job.complete and error is None)
+    return _outcome(job, report, error, started, workspace)
 
 
 def failure_outcome(job: CheckJob, reason: str) -> CheckOutcome:
@@ -101,15 +105,15 @@ def failure_outcome(job: CheckJob, reason: str) -> CheckOutcome:
     started = time.monotonic()
     protocol = load_protocol_cached(job.protocol_path)
     report = error_report(job.course, protocol, reason)
-    return _outcome(job, report, protocol, reason, started, figures=False)
+    return _outcome(job, report, reason, started, None)
 
 
 def _outcome(
-    job: CheckJob, report: Report, protocol: Protocol, error: str | None, started: float, figures: bool
+    job: CheckJob, report: Report, error: str | None, started: float, workspace: Workspace | None
 ) -> CheckOutcome:
     from ..reports.text import render_text
 
-    dicom, dicom_error = dicom_report(job.course, report, protocol, figures) if job.dicom_report else (None, None)
+    dicom, dicom_error = dicom_report(job.course, report, workspace) if job.dicom_report else (None, None)
     return CheckOutcome(
         verdict=str(report.verdict),
         error=error,
@@ -121,12 +125,11 @@ def _outcome(
     )
 
 
-def dicom_report(
-    course: CourseFiles, report: Report, protocol: Protocol, figures: bool
-) -> tuple[bytes | None, str | None]:
+def dicom_report(course: CourseFiles, report: Report, workspace: Workspace | None) -> tuple[bytes | None, str | None]:
     """(Encapsulated PDF file bytes, None), or (None, why it could not be made).
 
-    Filed under the patient and study of the course's first plan. Never raises: a report
+    Filed under the patient and study of the course's first plan; its figures are drawn
+    from the workspace the rules measured in (none without one). Never raises: a report
     whose PDF cannot be made still has its JSON and text, and the node logs the reason.
     """
     from ..reports.dicom import encapsulate_pdf
@@ -137,7 +140,7 @@ def dicom_report(
         # A report of an incomplete course, or of a check that failed, lists no files:
         # the plan to take the patient and study from is then the course's own.
         plan = None if report.files else pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
-        drawn = build_figures(course, report, protocol) if figures else None
+        drawn = build_figures(report, workspace) if workspace is not None else None
         ds = encapsulate_pdf(report, render_pdf(report, drawn), plan)
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)

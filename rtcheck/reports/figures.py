@@ -1,8 +1,10 @@
 """Figures of a compliance report: what a dosimetrist looks at before reading the numbers.
 
-The report holds numbers only, so the figures are computed again from the course's files
-(course model, :func:`rtcheck.dose.component_dose`, :func:`rtcheck.dvh.structure_dose` and
-the structures' solids, built exactly as the rules build them):
+The report holds numbers only, so the figures are drawn from the report and from the
+workspace its rules measured in (:class:`rtcheck.workspace.Workspace`): the same component
+doses, solids and DVH samples, nothing read or assembled again. Which roles are drawn as
+what (organs at risk, peaks, the lesion, low-dose targets) is the protocol's ``report:``
+section:
 
 * one cumulative DVH per protocol component (dose per fraction, cGy), targets and organs
   at risk, with the dose limits of the component's rules drawn on it;
@@ -10,9 +12,9 @@ the structures' solids, built exactly as the rules build them):
   when it has none), one row per component, with the GTV, peak and valley outlines: the
   outlines are the solids' slabs cut by the plane, i.e. exactly what the DVH integrates;
 * a dose profile along a path through the peak centres, with the per-protocol bands of
-  the components (peaks 800–1200 cGy, valley 100–300 cGy per fraction);
-* for the LDRT component, each target's and each brain/bone structure's mean and maximum
-  dose per fraction against the LDRT band.
+  the components (e.g. peaks 800–1200 cGy, valley 100–300 cGy per fraction);
+* for the low-dose (LDRT) component, each target's and each structure's that must receive
+  no low dose (brain, bone) mean and maximum dose per fraction against the component's band.
 
 Every figure fails soft: when the dose, a structure or the structure set is missing, the
 figure becomes a sentence saying why, and the report is written all the same.
@@ -28,6 +30,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -36,30 +39,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from ..arms import detect_arm
-from ..assembly import CourseFiles, load_course
-from ..dose import DoseError, DoseGrid, component_dose
-from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, structure_dose
-from ..errors import RtcheckError
+from ..dose import DoseError, DoseGrid
+from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose
+from ..errors import NotEvaluable, RtcheckError
 from ..geometry import GeometryError, Solid
-from ..protocol import Protocol, RuleSpec
+from ..protocol import Protocol, ReportSpec, RuleSpec
 from ..report import Report
-from ..roles import match_roles
-from ..rules.base import CheckContext, NotEvaluable
-from ..rules.common import component_targets, role_solids, solid_cache, structure
 from .text import format_limits
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the workspace is handed in: renderers import nothing that builds one
+    from ..workspace import Workspace
 
-#: Roles (of the bundled protocol's vocabulary) drawn as organs at risk on every DVH.
-OAR_ROLES = ("lungs", "heart", "esophagus", "spinal_cord", "great_vessels", "bronchi")
-#: Roles that must receive no LDRT dose: shown next to the LDRT targets.
-EXCLUDED_ROLES = ("brain_met", "bone_met", "brain", "bone")
-LESION_ROLE = "sfrt_gtv"
-PEAK_ROLE = "peak"
-VALLEY_ROLE = "valley"
-VALLEY_DERIVED = "valley_derived"
-LDRT_ROLE = "ldrt_target"
+log = logging.getLogger(__name__)
 
 #: Units of rules whose limits are doses per fraction (the protocol's convention).
 _DOSE_UNITS = {"cGy": 1.0, "Gy": 100.0}
@@ -157,24 +148,29 @@ class _Marker:
 class _Scene:
     """Everything the figures of one course share, each computed once."""
 
-    ctx: CheckContext
+    workspace: Workspace
     components: list[str]
     doses: dict[str, DoseGrid]
     explanations: dict[str, str]
     missing_dose: dict[str, str]
     markers: dict[str, list[_Marker]]
-    _structure_doses: dict[tuple[str, str], StructureDose] = field(default_factory=dict)
 
     def dose(self, component: str) -> DoseGrid:
         if component not in self.doses:
             raise FigureUnavailable(f"no dose for component {component}: {self.missing_dose.get(component, '?')}")
         return self.doses[component]
 
+    @property
+    def protocol(self) -> Protocol:
+        return self.workspace.protocol
+
+    @property
+    def vocabulary(self) -> ReportSpec:
+        """Which roles the figures draw as what (the protocol's ``report:`` section)."""
+        return self.workspace.protocol.report
+
     def structure_dose(self, component: str, solid: Solid) -> StructureDose:
-        key = (component, solid.name)
-        if key not in self._structure_doses:
-            self._structure_doses[key] = structure_dose(self.dose(component), solid)
-        return self._structure_doses[key]
+        return self.workspace.structure_dose(self.dose(component), solid)
 
     def band(self, component: str) -> tuple[float, float] | None:
         """The component's dose band: its first two-sided per-protocol range (a prescription's
@@ -186,38 +182,40 @@ class _Scene:
         assert m.low is not None and m.high is not None
         return m.low, m.high
 
-    def solids(self, role: str) -> list[Solid]:
+    def solids(self, role: str | None) -> list[Solid]:
         """One solid per ROI playing ``role`` ([] when the protocol has no such role)."""
-        if role not in self.ctx.protocol.roles:
+        if role is None or role not in self.protocol.roles:
             return []
-        return role_solids(self.ctx, role)
+        return self.workspace.role_solids(role)
 
-    def structure(self, name: str) -> Solid | None:
-        if name not in self.ctx.protocol.roles and name not in self.ctx.protocol.derived:
+    def structure(self, name: str | None) -> Solid | None:
+        if name is None or (name not in self.protocol.roles and name not in self.protocol.derived):
             return None
-        return structure(self.ctx, name)
+        return self.workspace.structure(name)
 
 
-def build_figures(course_files: CourseFiles, report: Report, protocol: Protocol) -> Figures:
-    """The figures of ``report``, computed from the files of its course.
+def build_figures(report: Report, workspace: Workspace) -> Figures:
+    """The figures of ``report``, drawn from the workspace its rules measured in.
 
     Never raises for a figure: whatever cannot be drawn becomes a :class:`Plot` whose
     ``reason`` says why (and the whole set becomes one such sentence if the course
-    cannot be read again).
+    has nothing to draw).
     """
     try:
-        scene = _scene(course_files, report, protocol)
+        scene = _scene(report, workspace)
     except FigureUnavailable as exc:
         return Figures.unavailable(str(exc))
     except Exception as exc:
-        log.warning("figures of %s not drawn", course_files.key, exc_info=True)
+        log.warning("figures of %s not drawn", workspace.files.key, exc_info=True)
         return Figures.unavailable(f"the figures could not be drawn: {_reason(exc)}")
+    protocol = workspace.protocol
+    peaks = protocol.report.peaks
     plots = [
         _soft(f"dvh_{name}", f"DVH — {name} (dose per fraction)", lambda n=name: _dvh_plot(scene, n))
         for name in scene.components
     ]
     plots.append(_soft("slices", "Dose slices through the lesion", lambda: _slices_plot(scene)))
-    if any(PEAK_ROLE in protocol.components[c].target_roles for c in scene.components):
+    if peaks is not None and any(peaks in protocol.components[c].target_roles for c in scene.components):
         plots.append(_soft("profile", "Dose profile through the peak centres", lambda: _profile_plot(scene)))
     ldrt = _ldrt_component(scene)
     if ldrt is not None:
@@ -242,30 +240,27 @@ def _soft(key: str, title: str, draw: Callable[[], tuple[Figure, str]]) -> Plot:
     return Plot(key, title, caption=caption, figure=figure)
 
 
-def _scene(course_files: CourseFiles, report: Report, protocol: Protocol) -> _Scene:
-    if course_files.missing:
-        raise FigureUnavailable(f"no figures: the course is incomplete ({'; '.join(course_files.missing)})")
+def _scene(report: Report, workspace: Workspace) -> _Scene:
+    protocol = workspace.protocol
+    if workspace.files.missing:
+        raise FigureUnavailable(f"no figures: the course is incomplete ({'; '.join(workspace.files.missing)})")
     if report.arm.arm is None or report.arm.arm not in protocol.arms:
         raise FigureUnavailable("no figures: the course matches no arm of the protocol")
-    course, integrity = load_course(course_files)
-    roles = match_roles(protocol, course.structure_set)
-    assignment = detect_arm(course, protocol, roles, report.arm.arm)
-    ctx = CheckContext(course, protocol, assignment, roles, integrity)
-    if course.structure_set is None:
+    if workspace.course.structure_set is None:
         raise FigureUnavailable("no figures: the course has no structure set")
-    components = [n for n, c in assignment.components.items() if c.parts]
+    components = workspace.components
     doses: dict[str, DoseGrid] = {}
     explanations: dict[str, str] = {}
     missing: dict[str, str] = {}
     for name in components:
         try:
-            dose = component_dose(course, assignment.components[name].parts)
-        except (DoseError, RtcheckError) as exc:
+            dose = workspace.component_dose(name)
+        except NotEvaluable as exc:
             missing[name] = str(exc)
             continue
         doses[name] = dose.per_fraction
-        explanations[name] = f"{dose.selection.explanation}, divided by {dose.fractions} fractions"
-    return _Scene(ctx, components, doses, explanations, missing, _markers(report, protocol, report.arm.arm))
+        explanations[name] = dose.explanation
+    return _Scene(workspace, components, doses, explanations, missing, _markers(report, protocol, report.arm.arm))
 
 
 def _markers(report: Report, protocol: Protocol, arm: str) -> dict[str, list[_Marker]]:
@@ -308,11 +303,10 @@ def _dvh_level(spec: RuleSpec) -> float | None:
 
 
 def _ldrt_component(scene: _Scene) -> str | None:
-    protocol = scene.ctx.protocol
-    for name in scene.components:
-        if LDRT_ROLE in protocol.components[name].target_roles:
-            return name
-    return None
+    role = scene.vocabulary.low_dose_targets
+    if role is None:
+        return None
+    return next((name for name in scene.components if role in scene.protocol.components[name].target_roles), None)
 
 
 # --------------------------------------------------------------------------- DVH
@@ -328,23 +322,22 @@ class _Curve:
 
 def _component_structures(scene: _Scene, component: str) -> list[tuple[Solid, str]]:
     """The solids a component's DVH shows: its targets, the lesion, organs at risk."""
-    ctx = scene.ctx
-    spec = ctx.protocol.components[component]
-    cache = solid_cache(ctx)
+    ws, words = scene.workspace, scene.vocabulary
+    spec = scene.protocol.components[component]
     chosen: dict[str, tuple[Solid, str]] = {}
-    targets = component_targets(ctx, [r for r in spec.target_roles if r in ctx.protocol.roles], component)
+    targets = ws.component_targets([r for r in spec.target_roles if r in scene.protocol.roles], component)
     for number, _ in sorted(targets.items()):
-        solid = _solid_or_none(lambda n=number: cache.get(n))
+        solid = _solid_or_none(lambda n=number: ws.solids.get(n))
         if solid is not None and solid.has_volume:
             chosen.setdefault(solid.name, (solid, "target"))
-    if PEAK_ROLE in spec.target_roles:
-        for solid in scene.solids(LESION_ROLE):
+    if words.peaks is not None and words.peaks in spec.target_roles:
+        for solid in scene.solids(words.lesion):
             chosen.setdefault(solid.name, (solid, "target"))
-    if chosen and any(role in spec.target_roles for role in (PEAK_ROLE, LESION_ROLE)):
+    if chosen and any(role is not None and role in spec.target_roles for role in (words.peaks, words.lesion)):
         valley = _valley(scene)
         if valley is not None:
             chosen.setdefault(valley.name, (valley, "target"))
-    for role in OAR_ROLES:
+    for role in words.organs_at_risk:
         for solid in scene.solids(role):
             chosen.setdefault(solid.name, (solid, "oar"))
     return list(chosen.values())
@@ -358,14 +351,20 @@ def _solid_or_none(get: Callable[[], Solid]) -> Solid | None:
 
 
 def _valley(scene: _Scene) -> Solid | None:
-    """The drawn valley, else the protocol's derived one (None if neither can be had)."""
-    drawn = scene.solids(VALLEY_ROLE)
-    if drawn:
-        return drawn[0]
-    try:
-        return scene.structure(VALLEY_DERIVED)
-    except (NotEvaluable, GeometryError):
-        return None
+    """The first valley of the protocol's list (drawn, else derived) the course has, or None."""
+    for name in scene.vocabulary.valley:
+        try:
+            if name in scene.protocol.roles:
+                drawn = scene.solids(name)
+                if drawn:
+                    return drawn[0]
+            else:
+                valley = scene.structure(name)
+                if valley is not None:
+                    return valley
+        except (NotEvaluable, GeometryError):
+            continue
+    return None
 
 
 def _curves(scene: _Scene, component: str, solids: Iterable[tuple[Solid, str]]) -> tuple[list[_Curve], list[str]]:
@@ -462,7 +461,7 @@ def _draw_limits(ax: Axes, m: _Marker, index: int) -> None:
 
 
 def _fractions_text(scene: _Scene, component: str) -> str:
-    comp = scene.ctx.arm.components.get(component)
+    comp = scene.workspace.arm.components.get(component)
     if comp is None:
         return ""
     fx = sorted(f for f in comp.fractions if f is not None)
@@ -474,9 +473,9 @@ def _fractions_text(scene: _Scene, component: str) -> str:
 
 def _lesion(scene: _Scene) -> tuple[Solid, list[Solid]]:
     """The SFRT lesion and its peaks; without one, the first target of the first component."""
-    lesion = scene.structure(LESION_ROLE) if LESION_ROLE in scene.ctx.protocol.roles else None
+    lesion = scene.structure(scene.vocabulary.lesion)
     if lesion is not None:
-        return lesion, scene.solids(PEAK_ROLE)
+        return lesion, scene.solids(scene.vocabulary.peaks)
     for component in scene.components:
         solids = [s for s, kind in _component_structures(scene, component) if kind == "target"]
         if solids:
@@ -738,9 +737,9 @@ def _shade_runs(ax: Axes, s: np.ndarray, mask: np.ndarray, label: str) -> None:
 
 def _ldrt_plot(scene: _Scene, component: str) -> tuple[Figure, str]:
     scene.dose(component)
-    spec = scene.ctx.protocol.components[component]
+    spec = scene.protocol.components[component]
     targets = [(s, kind) for s, kind in _component_structures(scene, component) if kind == "target"]
-    excluded = [(s, "excluded") for role in EXCLUDED_ROLES for s in scene.solids(role)]
+    excluded = [(s, "excluded") for role in scene.vocabulary.no_low_dose for s in scene.solids(role)]
     unique: dict[str, tuple[Solid, str]] = {}
     for solid, kind in targets + excluded:
         unique.setdefault(solid.name, (solid, kind))

@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..arms import ArmAssignment
 from ..course import Component, Course
+from ..errors import NotEvaluable
 from ..protocol import Protocol, RuleSpec
 from ..report import IntegrityFinding, Status
 from ..roles import RoleMatches
 from ..units import Quantity
+from ..workspace import Workspace
 
-
-class NotEvaluable(Exception):
-    """Raised by a check whose inputs are missing or unusable; the message says which."""
+__all__ = ["Check", "CheckContext", "Item", "Measurement", "NoParams", "NotEvaluable", "check"]
 
 
 @dataclass
@@ -52,18 +52,32 @@ class Measurement:
 
 @dataclass
 class CheckContext:
-    """Everything a check may look at. Families keep their caches in ``cache``."""
+    """Everything a check may look at: the course's workspace, through which it measures."""
 
-    course: Course
-    protocol: Protocol
-    arm: ArmAssignment
-    roles: RoleMatches
-    integrity: list[IntegrityFinding]
-    cache: dict[str, Any] = field(default_factory=dict)
+    workspace: Workspace
+
+    @property
+    def course(self) -> Course:
+        return self.workspace.course
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.workspace.protocol
+
+    @property
+    def arm(self) -> ArmAssignment:
+        return self.workspace.arm
+
+    @property
+    def roles(self) -> RoleMatches:
+        return self.workspace.roles
+
+    @property
+    def integrity(self) -> list[IntegrityFinding]:
+        return self.workspace.integrity
 
     def component(self, name: str) -> Component | None:
-        comp = self.arm.components.get(name)
-        return comp if comp is not None and comp.parts else None
+        return self.workspace.component(name)
 
 
 class NoParams(BaseModel):

@@ -11,19 +11,17 @@ biologically.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..dose import DoseError, DoseGrid, component_dose, resample, same_axes
-from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, voxelise
+from ..dose import DoseGrid
+from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose
 from ..geometry import Solid
 from ..protocol import RuleSpec
 from ..units import Quantity
 from .base import CheckContext, Item, Measurement, NotEvaluable, check
-from .common import role_solids, structure
 
 _METRIC = re.compile(r"^(Dmean|Dmax|Dmin|D(\d+(?:\.\d+)?)(%|cc))$")
 
@@ -72,42 +70,9 @@ class MetricParams(_Params):
 
 
 def _per_fraction(ctx: CheckContext, component: str) -> tuple[DoseGrid, int]:
-    """The component's dose per fraction (loaded once per course) and its number of fractions."""
-    key = f"dose:{component}"
-    if key not in ctx.cache:
-        comp = ctx.component(component)
-        if comp is None:
-            raise NotEvaluable(f"no fraction group of the course was recognised as component {component!r}")
-        try:
-            dose = component_dose(ctx.course, comp.parts)
-        except DoseError as exc:
-            raise NotEvaluable(str(exc)) from exc
-        ss = ctx.course.structure_set
-        structures_for = ss.frame_of_reference_uid if ss is not None else None
-        dose_for = dose.total.frame_of_reference_uid
-        if structures_for and dose_for and structures_for != dose_for:
-            raise NotEvaluable(
-                f"the {component} dose is in frame of reference {dose_for}, the structures in {structures_for}"
-            )
-        ctx.cache[key] = (dose.per_fraction, dose.fractions)
-    return ctx.cache[key]
-
-
-def _structure_dose(ctx: CheckContext, grid_key: str, grid: DoseGrid, solid: Solid) -> StructureDose:
-    """The solid's dose under ``grid``, voxelising each solid once per grid geometry.
-
-    Components usually share one dose grid geometry (per fraction and total too), so one
-    voxelisation serves every dose of the course on it.
-    """
-    key = ("sd", grid_key, id(solid))
-    if key not in ctx.cache:
-        voxelised = ctx.cache.setdefault("voxelised", [])
-        vox = next((v for s, v in voxelised if s is solid and same_axes(v.axes, grid.axes)), None)
-        if vox is None:
-            vox = voxelise(grid, solid)
-            voxelised.append((solid, vox))
-        ctx.cache[key] = vox.dose(grid)
-    return ctx.cache[key]
+    """The component's dose per fraction and its number of fractions."""
+    dose = ctx.workspace.component_dose(component)
+    return dose.per_fraction, dose.fractions
 
 
 def _evaluate(sd: StructureDose, metric: str, tolerance_cc: float) -> tuple[float | None, dict[str, object]]:
@@ -126,13 +91,13 @@ def _evaluate(sd: StructureDose, metric: str, tolerance_cc: float) -> tuple[floa
 
 def _targets(ctx: CheckContext, params: MetricParams) -> list[Solid]:
     if params.roles:
-        solids = [s for role in params.roles for s in role_solids(ctx, role)]
+        solids = [s for role in params.roles for s in ctx.workspace.role_solids(role)]
         if not solids:
             raise NotEvaluable(f"no structure as {' / '.join(params.roles)}")
         return solids
     for name in (params.structure, params.fallback):
         if name is not None:
-            solid = structure(ctx, name)
+            solid = ctx.workspace.structure(name)
             if solid is not None:
                 return [solid]
     raise NotEvaluable(f"no {params.structure} structure" + (f" and no {params.fallback}" if params.fallback else ""))
@@ -147,7 +112,7 @@ def metric(ctx: CheckContext, spec: RuleSpec, params: MetricParams) -> Measureme
     items = []
     for solid in _targets(ctx, params):
         value, detail = _evaluate(
-            _structure_dose(ctx, params.component, grid, solid), params.metric, params.coverage_tolerance_cc
+            ctx.workspace.structure_dose(grid, solid), params.metric, params.coverage_tolerance_cc
         )
         items.append(Item(solid.name, value, detail))
     return Measurement(
@@ -179,21 +144,21 @@ def pvdr(ctx: CheckContext, spec: RuleSpec, params: PvdrParams) -> Measurement:
     protocol names the one it grades.
     """
     grid, _ = _per_fraction(ctx, params.component)
-    peaks = [s for role in params.peak_roles for s in role_solids(ctx, role)]
-    valley = structure(ctx, params.valley) or (
-        structure(ctx, params.valley_fallback) if params.valley_fallback else None
+    peaks = [s for role in params.peak_roles for s in ctx.workspace.role_solids(role)]
+    valley = ctx.workspace.structure(params.valley) or (
+        ctx.workspace.structure(params.valley_fallback) if params.valley_fallback else None
     )
-    lesion = structure(ctx, params.lesion)
+    lesion = ctx.workspace.structure(params.lesion)
     if not peaks or valley is None or lesion is None:
         raise NotEvaluable("PVDR needs peaks, a valley (drawn or derived) and the lesion")
     peak_means = []
     for p in peaks:
-        value, detail = _evaluate(_structure_dose(ctx, params.component, grid, p), "Dmean", COVERAGE_TOLERANCE_CC)
+        value, detail = _evaluate(ctx.workspace.structure_dose(grid, p), "Dmean", COVERAGE_TOLERANCE_CC)
         if value is None:
             raise NotEvaluable(f"{p.name}: {detail['reason']}")
         peak_means.append(value)
-    valley_mean, _ = _evaluate(_structure_dose(ctx, params.component, grid, valley), "Dmean", COVERAGE_TOLERANCE_CC)
-    lesion_sd = _structure_dose(ctx, params.component, grid, lesion)
+    valley_mean, _ = _evaluate(ctx.workspace.structure_dose(grid, valley), "Dmean", COVERAGE_TOLERANCE_CC)
+    lesion_sd = ctx.workspace.structure_dose(grid, lesion)
     if valley_mean is None or lesion_sd.uncovered_cc > COVERAGE_TOLERANCE_CC:
         raise NotEvaluable("the valley or the lesion lies partly outside the dose grid")
     d10, d90 = lesion_sd.d_percent(10), lesion_sd.d_percent(90)
@@ -228,50 +193,6 @@ def pvdr(ctx: CheckContext, spec: RuleSpec, params: PvdrParams) -> Measurement:
 # --- composite (all components) ---------------------------------------------------------------
 
 
-def _common_grid(ctx: CheckContext) -> tuple[list[tuple[np.ndarray, int]], DoseGrid]:
-    """Every component's dose per fraction resampled onto one grid, with its fractions.
-
-    The grid is the finest component grid, cropped to where every component has a dose
-    (the same rule :func:`rtcheck.dose.sum_doses` follows), returned as a template.
-    """
-    if "common_grid" not in ctx.cache:
-        grids = [_per_fraction(ctx, name) for name, comp in ctx.arm.components.items() if comp.parts]
-        if not grids:
-            raise NotEvaluable("the course has no component with a dose")
-        target = min((g for g, _ in grids), key=lambda g: g.spacing_mm[0] * g.spacing_mm[1])
-        axes = []
-        for i, axis in enumerate(target.axes):
-            keep = np.ones(axis.size, dtype=bool)
-            for g, _ in grids:
-                edges = (g.x_edges_mm, g.y_edges_mm, g.z_edges_mm)[i]
-                keep &= (axis >= edges[0] - 1e-3) & (axis <= edges[-1] + 1e-3)
-            if keep.sum() < 2:
-                raise NotEvaluable("the components' dose grids do not overlap")
-            axes.append(axis[keep])
-        x, y, z = axes
-        parts = [(resample(g, x, y, z), n) for g, n in grids]
-        template = replace(target, dose_gy=parts[0][0], x_mm=x, y_mm=y, z_mm=z)
-        ctx.cache["common_grid"] = (parts, template)
-    return ctx.cache["common_grid"]
-
-
-def _composite_grid(ctx: CheckContext, alpha_beta_gy: float | None) -> DoseGrid:
-    """Physical total (alpha_beta None) or EQD2 total of all components on the common grid."""
-    key = f"composite:{alpha_beta_gy}"
-    if key not in ctx.cache:
-        parts, template = _common_grid(ctx)
-        total = np.zeros_like(template.dose_gy)
-        for per_fraction, n in parts:
-            if alpha_beta_gy is None:
-                total += per_fraction * np.float32(n)
-            else:
-                ab = np.float32(alpha_beta_gy)
-                total += np.float32(n) * per_fraction * (per_fraction + ab) / (np.float32(2.0) + ab)
-        kind = "physical" if alpha_beta_gy is None else f"EQD2 (alpha/beta {alpha_beta_gy:g} Gy)"
-        ctx.cache[key] = replace(template, dose_gy=total, note=f"composite {kind} dose of all components")
-    return ctx.cache[key]
-
-
 class CompositeParams(_Params):
     #: The organ at risk: a role (its ROIs together) or a derived structure.
     structure: str
@@ -281,7 +202,7 @@ class CompositeParams(_Params):
 
 
 def _oar(ctx: CheckContext, name: str) -> Solid:
-    solid = structure(ctx, name)
+    solid = ctx.workspace.structure(name)
     if solid is None:
         raise NotEvaluable(f"no {name} structure")
     return solid
@@ -295,10 +216,8 @@ def composite(ctx: CheckContext, spec: RuleSpec, params: CompositeParams) -> Mea
     for label, ab in (("physical", None), ("eqd2", params.alpha_beta_gy)):
         if label == "eqd2" and ab is None:
             continue
-        grid = _composite_grid(ctx, ab)
-        value, detail = _evaluate(
-            _structure_dose(ctx, f"composite:{ab}", grid, solid), params.metric, COVERAGE_TOLERANCE_CC
-        )
+        grid = ctx.workspace.composite_dose(ab)
+        value, detail = _evaluate(ctx.workspace.structure_dose(grid, solid), params.metric, COVERAGE_TOLERANCE_CC)
         if value is None:
             raise NotEvaluable(f"{solid.name}: {detail['reason']}")
         values[label] = value
@@ -326,8 +245,8 @@ class VolumeParams(_Params):
 def composite_volume(ctx: CheckContext, spec: RuleSpec, params: VolumeParams) -> Measurement:
     """Percentage of a structure receiving at least ``dose_gy`` of the composite dose (VxGy)."""
     solid = _oar(ctx, params.structure)
-    grid = _composite_grid(ctx, params.alpha_beta_gy)
-    sd = _structure_dose(ctx, f"composite:{params.alpha_beta_gy}", grid, solid)
+    grid = ctx.workspace.composite_dose(params.alpha_beta_gy)
+    sd = ctx.workspace.structure_dose(grid, solid)
     if sd.uncovered_cc > COVERAGE_TOLERANCE_CC:
         raise NotEvaluable(f"{solid.name}: {sd.uncovered_cc:.2f} cc lie outside the dose grid")
     value = sd.v_percent(params.dose_gy)
@@ -348,8 +267,8 @@ class CoverageParams(_Params):
 @check("dose.coverage", Quantity.VOLUME, CoverageParams)
 def coverage(ctx: CheckContext, spec: RuleSpec, params: CoverageParams) -> Measurement:
     """Volume (cc) of each needed structure that lies outside a component's dose grid."""
-    components = [name for name, comp in ctx.arm.components.items() if comp.parts]
-    solids = [s for role in params.roles for s in role_solids(ctx, role)]
+    components = ctx.workspace.components
+    solids = [s for role in params.roles for s in ctx.workspace.role_solids(role)]
     if not solids:
         raise NotEvaluable(f"no structure as {' / '.join(params.roles)}")
     uncovered: dict[str, float] = {s.name: 0.0 for s in solids}
@@ -357,7 +276,7 @@ def coverage(ctx: CheckContext, spec: RuleSpec, params: CoverageParams) -> Measu
     for name in components:
         grid, _ = _per_fraction(ctx, name)
         for solid in solids:
-            cc = _structure_dose(ctx, name, grid, solid).uncovered_cc
+            cc = ctx.workspace.structure_dose(grid, solid).uncovered_cc
             if cc > uncovered[solid.name]:
                 uncovered[solid.name], worst_component[solid.name] = cc, name
     # Below the tolerance, an uncovered volume is rasterisation noise: it is reported as 0.

@@ -25,7 +25,6 @@ from ..geometry import (
 from ..protocol import RuleSpec
 from ..units import Quantity
 from .base import CheckContext, Item, Measurement, NotEvaluable, check
-from .common import component_targets, role_rois, role_solids, solid_cache, structure
 
 
 class _Params(BaseModel):
@@ -42,14 +41,14 @@ class ContainerParams(RolesParams):
 
 
 def _solids(ctx: CheckContext, roles: list[str]) -> list[Solid]:
-    solids = [s for role in roles for s in role_solids(ctx, role)]
+    solids = [s for role in roles for s in ctx.workspace.role_solids(role)]
     if not solids:
         raise NotEvaluable(f"no structure with a volume as {' / '.join(roles)}")
     return solids
 
 
 def _container(ctx: CheckContext, name: str) -> Solid:
-    solid = structure(ctx, name)
+    solid = ctx.workspace.structure(name)
     if solid is None:
         raise NotEvaluable(f"no {name} structure to measure against")
     return solid
@@ -142,7 +141,7 @@ class DistanceParams(RolesParams):
 def distance(ctx: CheckContext, spec: RuleSpec, params: DistanceParams) -> Measurement:
     """Smallest surface distance from any structure of ``roles`` to each structure of ``to_roles``."""
     sources = _solids(ctx, params.roles)
-    targets = [s for role in params.to_roles for s in role_solids(ctx, role)]
+    targets = [s for role in params.to_roles for s in ctx.workspace.role_solids(role)]
     if not targets:
         raise NotEvaluable(f"none of {', '.join(params.to_roles)} is contoured")
     items = []
@@ -163,12 +162,12 @@ class LesionParams(RolesParams):
 @check("geometry.lesion_count", Quantity.COUNT, LesionParams)
 def lesion_count(ctx: CheckContext, spec: RuleSpec, params: LesionParams) -> Measurement:
     """Number of separate lesions (connected 3-D components) drawn as the given roles."""
-    solids = [s for role in params.roles for s in role_solids(ctx, role)]
+    solids = [s for role in params.roles for s in ctx.workspace.role_solids(role)]
     if not solids:
         return Measurement(value=0.0, message=f"no structure as {' / '.join(params.roles)}")
     together = solids[0] if len(solids) == 1 else union(*solids, name=" + ".join(s.name for s in solids))
     lesions = together.components()
-    members = role_solids(ctx, params.members_role) if params.members_role else []
+    members = ctx.workspace.role_solids(params.members_role) if params.members_role else []
     evidence = []
     for k, lesion in enumerate(lesions, 1):
         inside = [m.name for m in members if overlap_fraction(m, lesion) > 0.5]
@@ -194,9 +193,9 @@ class ExclusionParams(_Params):
 @check("geometry.target_exclusion", Quantity.COUNT, ExclusionParams)
 def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams) -> Measurement:
     """Targets that are an excluded structure by name, or overlap one in space."""
-    cache = solid_cache(ctx)
-    targets = component_targets(ctx, params.target_roles, params.component)
-    excluded = {roi.number: roi for role in params.excluded_roles for roi in role_rois(ctx, role)}
+    ws = ctx.workspace
+    targets = ws.component_targets(params.target_roles, params.component)
+    excluded = {roi.number: roi for role in params.excluded_roles for roi in ws.role_rois(role)}
     items = []
     for number, (roi, how) in sorted(targets.items()):
         detail: dict[str, object] = {"target_by": how}
@@ -204,15 +203,12 @@ def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams)
             detail["reason"] = "is itself an excluded structure"
             items.append(Item(roi.name, 1.0, detail))
             continue
-        try:
-            target = cache.get(number)
-        except GeometryError as exc:
-            raise NotEvaluable(str(exc)) from exc
+        target = ws.solid(number)
         if not target.has_volume:
             raise NotEvaluable(f"target {roi.name} has no volume")
         overlaps, nearest = {}, (float("inf"), "")
         for other in excluded.values():
-            solid = cache.get(other.number)
+            solid = ws.solids.get(other.number)
             if not solid.has_volume:
                 continue
             cc = overlap_volume_cc(target, solid)
@@ -250,7 +246,7 @@ def integrity(ctx: CheckContext, spec: RuleSpec, params: IntegrityParams) -> Mea
     Errors (a contour left out, an empty ROI the protocol uses) are counted; warnings
     (a self-intersection repaired, a slightly tilted contour) are listed as evidence.
     """
-    cache = solid_cache(ctx)
+    cache = ctx.workspace.solids
     ss = cache.structure_set
     if params.roles:
         rois = {r.number: r for role in params.roles for r in ctx.roles.rois(role)}

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..protocol import RuleSpec
 from ..units import Quantity
 from .base import CheckContext, Item, Measurement, NotEvaluable, check
-from .common import component_targets
 
 
 class RolesParams(BaseModel):
@@ -75,7 +74,7 @@ class ExclusionParams(BaseModel):
 def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams) -> Measurement:
     """Number of targets of a component that are structures the protocol excludes (by name/role)."""
     _require_structure_set(ctx)
-    targets = component_targets(ctx, params.target_roles, params.component)
+    targets = ctx.workspace.component_targets(params.target_roles, params.component)
     excluded = {r.number for role in params.excluded_roles for r in ctx.roles.rois(role)}
     items = []
     for number, (roi, how) in sorted(targets.items()):

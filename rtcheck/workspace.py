@@ -1,0 +1,368 @@
+"""The workspace of one course under check: what rules and renderers measure, each built once.
+
+A course is read once (:func:`rtcheck.assembly.read_course`: every file opened once, its
+RTDOSE pixels kept until a dose grid is made of them), its ROIs matched to the protocol's
+roles and its arm detected. Everything measured from it after that is built on first use
+and kept, keyed by the identity of what it was built from: the solids of the structure
+set, the protocol's derived structures, each RTDOSE's grid, each component's dose (with the
+frame-of-reference check every dose use needs), each structure's voxelisation on a grid
+geometry and its dose samples under a grid. So the rules and the figures of one report
+look at the same objects, and nothing is read or computed twice.
+
+Asking for something the course cannot give raises :class:`rtcheck.errors.NotEvaluable`
+with the reason; the answer is remembered, so a second asker gets the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from .arms import ArmAssignment, detect_arm, target_roi_numbers
+from .assembly import CourseFiles, read_course
+from .course import Component, Course, DoseFile, Roi, StructureSet
+from .dose import (
+    ComponentDose,
+    DoseError,
+    DoseGrid,
+    DoseReader,
+    component_dose,
+    load_dose_grid,
+    resample,
+    same_axes,
+    without_pixels,
+)
+from .dvh import StructureDose, VoxelisedStructure, voxelise
+from .errors import NotEvaluable
+from .geometry import GeometryError, Solid, SolidCache, contract, difference, expand, intersection, union
+from .protocol import Protocol
+from .report import IntegrityFinding
+from .roles import RoleMatches, match_roles
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ComponentDoses:
+    """A component's dose as the rules use it: per fraction, and how it was chosen."""
+
+    per_fraction: DoseGrid
+    fractions: int
+    #: Which RTDOSE objects make it, and why (for captions and evidence).
+    explanation: str
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A measurement that could not be made: the reason is kept and raised again."""
+
+    reason: str
+
+
+@dataclass(eq=False)
+class Workspace:
+    """One course, its protocol reading (roles, arm) and everything measured from it.
+
+    Build it with :meth:`open`. Rules reach it as ``ctx.workspace``; the report renderers
+    are handed it together with the report.
+    """
+
+    files: CourseFiles
+    protocol: Protocol
+    course: Course
+    integrity: list[IntegrityFinding]
+    roles: RoleMatches
+    arm: ArmAssignment
+    #: RTDOSE datasets as read with the course, by SOP Instance UID; their pixel data is
+    #: dropped once the grid is made.
+    _dose_datasets: dict[str, Dataset] = field(default_factory=dict, repr=False)
+    _solids: SolidCache | None = field(default=None, repr=False)
+    _structures: dict[str, Solid | _Failed | None] = field(default_factory=dict, repr=False)
+    _grids: dict[str, DoseGrid | DoseError] = field(default_factory=dict, repr=False)
+    _component_doses: dict[str, ComponentDoses | _Failed] = field(default_factory=dict, repr=False)
+    _voxelised_of: dict[int, list[tuple[Solid, VoxelisedStructure]]] = field(default_factory=dict, repr=False)
+    _structure_doses: dict[tuple[int, int], tuple[DoseGrid, Solid, StructureDose]] = field(
+        default_factory=dict, repr=False
+    )
+    _composites: dict[float | None, DoseGrid | _Failed] = field(default_factory=dict, repr=False)
+    _common: tuple[list[tuple[np.ndarray, int]], DoseGrid] | _Failed | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, files: CourseFiles, protocol: Protocol, arm: str | None = None) -> Workspace:
+        """Read the course's files once, match its ROIs to roles and detect (or force) its arm.
+
+        Raises :class:`rtcheck.errors.InputError` when a file cannot be read at all.
+        """
+        loaded = read_course(files)
+        roles = match_roles(protocol, loaded.course.structure_set)
+        assignment = detect_arm(loaded.course, protocol, roles, arm)
+        return cls(
+            files=files,
+            protocol=protocol,
+            course=loaded.course,
+            integrity=loaded.integrity,
+            roles=roles,
+            arm=assignment,
+            _dose_datasets=dict(loaded.dose_datasets),
+        )
+
+    # ------------------------------------------------------------------ components
+
+    def component(self, name: str) -> Component | None:
+        """The component of the detected arm, if any fraction group of the course is it."""
+        comp = self.arm.components.get(name)
+        return comp if comp is not None and comp.parts else None
+
+    @property
+    def components(self) -> list[str]:
+        """Names of the arm's components that the course has, in protocol order."""
+        return [name for name, comp in self.arm.components.items() if comp.parts]
+
+    # ------------------------------------------------------------------ structures
+
+    @property
+    def structure_set(self) -> StructureSet:
+        ss = self.course.structure_set
+        if ss is None:
+            raise NotEvaluable("the course has no structure set")
+        return ss
+
+    @property
+    def solids(self) -> SolidCache:
+        """The structure set's solids, each built once."""
+        if self._solids is None:
+            self._solids = SolidCache(self.structure_set)
+        return self._solids
+
+    def solid(self, roi_number: int) -> Solid:
+        """The solid of one ROI; a contour it cannot be built from makes it not evaluable."""
+        try:
+            return self.solids.get(roi_number)
+        except GeometryError as exc:
+            raise NotEvaluable(str(exc)) from exc
+
+    def role_rois(self, role: str) -> list[Roi]:
+        """Non-empty ROIs playing ``role``, by ROI number."""
+        return [r for r in self.roles.rois(role) if not r.is_empty]
+
+    def role_solids(self, role: str) -> list[Solid]:
+        """One solid per non-empty ROI of ``role`` that has a volume."""
+        return [s for s in (self.solid(roi.number) for roi in self.role_rois(role)) if s.has_volume]
+
+    def structure(self, name: str) -> Solid | None:
+        """A role (its ROIs together) or a derived structure of the protocol; None if absent.
+
+        Derived structures are registered with the solids under their protocol name, so a
+        DVH and a distance of the valley are of the same object.
+        """
+        if name not in self._structures:
+            try:
+                self._structures[name] = self._build_structure(name)
+            except NotEvaluable as exc:
+                self._structures[name] = _Failed(str(exc))
+        return _unwrap(self._structures[name])
+
+    def _build_structure(self, name: str) -> Solid | None:
+        if name in self.protocol.roles:
+            solids = self.role_solids(name)
+            return None if not solids else solids[0] if len(solids) == 1 else union(*solids, name=name)
+        result = self._derive(name)
+        if result is not None:
+            self.solids.add(result)
+        return result
+
+    def _derive(self, name: str) -> Solid | None:
+        spec = self.protocol.derived[name]
+        operands: list[Solid] = []
+        for i, operand in enumerate(spec.operands):
+            base = self.structure(operand.role)
+            if base is None:
+                if spec.op == "difference" and i > 0:
+                    continue  # nothing to take away
+                return None
+            if operand.margin_mm > 0:
+                base = expand(base, operand.margin_mm)
+            elif operand.margin_mm < 0:
+                base = contract(base, -operand.margin_mm)
+            operands.append(base)
+        try:
+            if spec.op == "union":
+                return union(*operands, name=name)
+            if spec.op == "intersection":
+                return intersection(*operands, name=name)
+            return difference(operands[0], *operands[1:], name=name) if len(operands) > 1 else operands[0]
+        except GeometryError as exc:
+            raise NotEvaluable(f"derived structure {name}: {exc}") from exc
+
+    def component_targets(self, target_roles: list[str], component: str | None) -> dict[int, tuple[Roi, str]]:
+        """Targets of a component: ROIs of the target roles, plus those its dose references point at.
+
+        Returns ROI number -> (ROI, how it was identified as a target).
+        """
+        ss = self.structure_set
+        targets: dict[int, tuple[Roi, str]] = {}
+        for role in target_roles:
+            for roi in self.roles.rois(role):
+                targets[roi.number] = (roi, f"name (role {role})")
+        comp = self.component(component) if component else None
+        if comp is not None:
+            for part in comp.parts:
+                for number in target_roi_numbers(part.plan, part):
+                    if number in ss.rois and number not in targets:
+                        targets[number] = (ss.rois[number], f"dose reference of plan {part.plan.display_name}")
+        return targets
+
+    # ------------------------------------------------------------------ doses
+
+    def dose_grid(self, dose: DoseFile) -> DoseGrid:
+        """One RTDOSE's grid in Gy, made once from the dataset read with the course."""
+        uid = dose.source.sop_instance_uid
+        if uid not in self._grids:
+            ds = self._dose_datasets.get(uid)
+            try:
+                self._grids[uid] = load_dose_grid(dose, ds)
+            except DoseError as exc:
+                self._grids[uid] = exc
+            if ds is not None:
+                self._dose_datasets[uid] = without_pixels(ds)
+        cached = self._grids[uid]
+        if isinstance(cached, DoseError):
+            raise cached
+        return cached
+
+    def dose_header(self, dose: DoseFile) -> Dataset | None:
+        """The RTDOSE dataset read with the course (without its pixels once the grid is made)."""
+        return self._dose_datasets.get(dose.source.sop_instance_uid)
+
+    def component_dose(self, name: str) -> ComponentDoses:
+        """The component's dose per fraction, in the structures' frame of reference.
+
+        Not evaluable when no fraction group of the course is the component, when its
+        RTDOSE objects cannot be chosen or read, or when the dose lies in another frame of
+        reference than the structures (its coordinates would then mean other places).
+        """
+        if name not in self._component_doses:
+            try:
+                self._component_doses[name] = self._build_component_dose(name)
+            except NotEvaluable as exc:
+                self._component_doses[name] = _Failed(str(exc))
+        return _unwrap(self._component_doses[name])
+
+    def _build_component_dose(self, name: str) -> ComponentDoses:
+        comp = self.component(name)
+        if comp is None:
+            raise NotEvaluable(f"no fraction group of the course was recognised as component {name!r}")
+        try:
+            dose: ComponentDose = component_dose(self.course, comp.parts, _WorkspaceDoses(self))
+        except DoseError as exc:
+            raise NotEvaluable(str(exc)) from exc
+        ss = self.course.structure_set
+        structures_for = ss.frame_of_reference_uid if ss is not None else None
+        dose_for = dose.total.frame_of_reference_uid
+        if structures_for and dose_for and structures_for != dose_for:
+            raise NotEvaluable(
+                f"the {name} dose is in frame of reference {dose_for}, the structures in {structures_for}"
+            )
+        explanation = f"{dose.selection.explanation}, divided by {dose.fractions} fractions"
+        return ComponentDoses(dose.per_fraction, dose.fractions, explanation)
+
+    def composite_dose(self, alpha_beta_gy: float | None) -> DoseGrid:
+        """Physical total (``alpha_beta_gy`` None) or EQD2 total of all components, on one grid.
+
+        The grid is the finest component grid, cropped to where every component has a dose
+        (the rule :func:`rtcheck.dose.sum_doses` follows).
+        """
+        if alpha_beta_gy not in self._composites:
+            try:
+                self._composites[alpha_beta_gy] = self._build_composite(alpha_beta_gy)
+            except NotEvaluable as exc:
+                self._composites[alpha_beta_gy] = _Failed(str(exc))
+        return _unwrap(self._composites[alpha_beta_gy])
+
+    def _build_composite(self, alpha_beta_gy: float | None) -> DoseGrid:
+        parts, template = self._common_grid()
+        total = np.zeros_like(template.dose_gy)
+        for per_fraction, n in parts:
+            if alpha_beta_gy is None:
+                total += per_fraction * np.float32(n)
+            else:
+                ab = np.float32(alpha_beta_gy)
+                total += np.float32(n) * per_fraction * (per_fraction + ab) / (np.float32(2.0) + ab)
+        kind = "physical" if alpha_beta_gy is None else f"EQD2 (alpha/beta {alpha_beta_gy:g} Gy)"
+        return replace(template, dose_gy=total, note=f"composite {kind} dose of all components")
+
+    def _common_grid(self) -> tuple[list[tuple[np.ndarray, int]], DoseGrid]:
+        """Every component's dose per fraction resampled onto one grid, with its fractions."""
+        if self._common is None:
+            try:
+                self._common = self._build_common_grid()
+            except NotEvaluable as exc:
+                self._common = _Failed(str(exc))
+        return _unwrap(self._common)
+
+    def _build_common_grid(self) -> tuple[list[tuple[np.ndarray, int]], DoseGrid]:
+        grids = [(d.per_fraction, d.fractions) for d in (self.component_dose(n) for n in self.components)]
+        if not grids:
+            raise NotEvaluable("the course has no component with a dose")
+        target = min((g for g, _ in grids), key=lambda g: g.spacing_mm[0] * g.spacing_mm[1])
+        axes = []
+        for i, axis in enumerate(target.axes):
+            keep = np.ones(axis.size, dtype=bool)
+            for g, _ in grids:
+                edges = (g.x_edges_mm, g.y_edges_mm, g.z_edges_mm)[i]
+                keep &= (axis >= edges[0] - 1e-3) & (axis <= edges[-1] + 1e-3)
+            if keep.sum() < 2:
+                raise NotEvaluable("the components' dose grids do not overlap")
+            axes.append(axis[keep])
+        x, y, z = axes
+        parts = [(resample(g, x, y, z), n) for g, n in grids]
+        template = replace(target, dose_gy=parts[0][0], x_mm=x, y_mm=y, z_mm=z)
+        return parts, template
+
+    # ------------------------------------------------------------------ DVHs
+
+    def structure_dose(self, grid: DoseGrid, solid: Solid) -> StructureDose:
+        """The solid's dose samples under ``grid``.
+
+        Each solid is voxelised once per grid geometry: components usually share one grid
+        geometry (per fraction and in total too), so one voxelisation serves every dose
+        of the course on it.
+        """
+        key = (id(grid), id(solid))
+        if key not in self._structure_doses:
+            # The grid and solid are kept with the answer, so their ids cannot be reused.
+            self._structure_doses[key] = (grid, solid, self.voxelised(grid, solid).dose(grid))
+        return self._structure_doses[key][2]
+
+    def voxelised(self, grid: DoseGrid, solid: Solid) -> VoxelisedStructure:
+        """The solid's samples on ``grid``'s geometry, made once per geometry."""
+        known = self._voxelised_of.setdefault(id(solid), [])
+        for owner, vox in known:
+            if owner is solid and same_axes(vox.axes, grid.axes):
+                return vox
+        vox = voxelise(grid, solid)
+        known.append((solid, vox))
+        return vox
+
+
+class _WorkspaceDoses(DoseReader):
+    """RTDOSE headers and grids from the workspace instead of from the files again."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self._workspace = workspace
+
+    def header(self, dose: DoseFile) -> Dataset:
+        ds = self._workspace.dose_header(dose)
+        return ds if ds is not None else super().header(dose)
+
+    def grid(self, dose: DoseFile) -> DoseGrid:
+        return self._workspace.dose_grid(dose)
+
+
+def _unwrap(value: _T | _Failed) -> _T:
+    if isinstance(value, _Failed):
+        raise NotEvaluable(value.reason)
+    return value
