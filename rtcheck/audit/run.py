@@ -134,7 +134,6 @@ from .executors import DaskExecutor, Executor, PoolExecutor, SerialExecutor, def
 from .html import render_html
 from .privacy import PseudonymKey, Scrubber, load_or_create_key, scrubber_for
 from .summary import (
-    DEFAULT_HEADLINE_RULES,
     AuditRow,
     centre_order,
     courses_csv,
@@ -191,8 +190,8 @@ def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--headline-rules",
         metavar="PATTERNS",
-        default=",".join(DEFAULT_HEADLINE_RULES),
-        help="comma-separated rule ids (glob patterns) plotted by centre (default: %(default)s)",
+        help="comma-separated rule ids (glob patterns) plotted by centre (default: the protocol's "
+        "report.headline_rules)",
     )
 
 
@@ -333,12 +332,17 @@ class _Settings:
         if args.centre_level is not None and args.centre_level < 1:
             raise AuditUsageError("--centre-level counts folders below ROOT from 1")
         prefixes, patients = load_centres_csv(args.centres) if args.centres else ([], {})
+        protocol = load_protocol(args.protocol)
+        if args.headline_rules is None:
+            headline = list(protocol.report.headline_rules)
+        else:
+            headline = [p.strip() for p in args.headline_rules.split(",") if p.strip()]
         return cls(
             roots=roots,
             out=out,
-            protocol=load_protocol(args.protocol),
+            protocol=protocol,
             centres=CentreMap(level=args.centre_level, prefixes=prefixes, patients=patients),
-            headline=[p.strip() for p in args.headline_rules.split(",") if p.strip()],
+            headline=headline,
             jobs=jobs,
             recheck=args.recheck,
         )

@@ -22,20 +22,6 @@ import numpy as np
 from ..protocol import Protocol
 from ..report import Status
 
-#: Rule ids (glob patterns allowed) whose measured values the summary plots by centre:
-#: prescriptions, peak and valley dose, PVDR, LDRT target dose, peak spacing and margin.
-DEFAULT_HEADLINE_RULES = (
-    "sfrt.prescription",
-    "ldrt.prescription",
-    "sfrt.peak_dose",
-    "valley.dose",
-    "sfrt.pvdr",
-    "ldrt.dose",
-    "peaks.spacing",
-    "peaks.margin_to_gtv",
-    "control.dose_per_fraction",
-)
-
 STATUSES = [s.value for s in Status]
 
 
