@@ -274,6 +274,9 @@ class Protocol(_Strict):
 
 BUNDLED_PROTOCOL = "sfrt_ldrt.yaml"
 
+#: libyaml's safe loader when PyYAML was built with it (the wheels are), else the Python one.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 #: Validates one rule against the check it names: (YAML location, message) per problem.
 RuleProblems = Callable[[RuleSpec], list[tuple[tuple[Any, ...], str]]]
 
@@ -301,8 +304,7 @@ def read_protocol(path: Path | str | None, rule_problems: RuleProblems) -> Proto
     except OSError as exc:
         raise ProtocolError(f"{path}: cannot read protocol ({exc.strerror or exc})") from exc
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_FAST_LOADER)  # a safe loader (libyaml in C when present)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -315,13 +317,13 @@ def read_protocol(path: Path | str | None, rule_problems: RuleProblems) -> Proto
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
-        raise ProtocolError(_describe(path, root, exc.errors())) from exc
+        raise ProtocolError(_describe(path, text, exc.errors())) from exc
     problems = []
     for i, rule in enumerate(protocol.rules):
         for loc, message in [*rule_problems(rule), *_unknown_names(protocol, rule)]:
             problems.append({"loc": ("rules", i, *loc), "msg": message})
     if problems:
-        raise ProtocolError(_describe(path, root, problems))
+        raise ProtocolError(_describe(path, text, problems))
     return protocol
 
 
@@ -348,8 +350,14 @@ def _unknown_names(protocol: Protocol, rule: RuleSpec) -> list[tuple[tuple[Any, 
     return problems
 
 
-def _describe(path: Path, root: yaml.Node | None, errors: list[Any]) -> str:
-    """One line per problem (at most three): ``file:line: at rules[3].unit: message``."""
+def _describe(path: Path, text: str, errors: list[Any]) -> str:
+    """One line per problem (at most three): ``file:line: at rules[3].unit: message``.
+
+    The YAML is parsed again here, into nodes that know their lines: the pure-Python
+    composer that keeps them is several times slower than the C loader, so a valid
+    protocol never pays for it.
+    """
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
     parts = []
     for err in errors[:3]:
         loc = tuple(err.get("loc", ()))
