@@ -21,7 +21,7 @@ from .arms import part_name
 from .assembly import CourseFiles, find_courses
 from .engine import run_rules
 from .errors import InputError
-from .protocol import Protocol, read_protocol
+from .protocol import Protocol, aliases_beside, read_protocol, with_aliases
 from .report import (
     ArmResult,
     InputFile,
@@ -49,14 +49,19 @@ __all__ = [
 ]
 
 
-def load_protocol(path: Path | str | None = None) -> Protocol:
+def load_protocol(path: Path | str | None = None, aliases: Sequence[Path | str] = ()) -> Protocol:
     """Load and validate a protocol YAML (the bundled trial protocol when ``path`` is None).
 
-    Every rule's check, unit and params are validated against the registered checks.
+    Every rule's check, unit and params are validated against the registered checks. The
+    aliases file beside the protocol (``<name>.aliases.yaml``), when there is one, and the
+    ``aliases`` files given add a centre's own structure names to the roles.
     Raises :class:`~rtcheck.errors.ProtocolError` naming the file, the YAML path and the
     line of the first problems found.
     """
-    return read_protocol(path, validate_rule_params)
+    protocol = read_protocol(path, validate_rule_params)
+    files = [aliases_beside(Path(protocol.path)), *(Path(a) for a in aliases)]
+    files = [f for i, f in enumerate(files) if (i > 0 or f.is_file()) and f not in files[:i]]
+    return with_aliases(protocol, files) if files else protocol
 
 
 def _protocol_ref(protocol: Protocol) -> ProtocolRef:
@@ -65,6 +70,7 @@ def _protocol_ref(protocol: Protocol) -> ProtocolRef:
         version=protocol.protocol.version,
         sha256=protocol.sha256,
         path=protocol.path,
+        alias_files=protocol.alias_files,
     )
 
 
@@ -116,21 +122,22 @@ def check_workspace(workspace: Workspace, *, debug: bool = False) -> Report:
         evidence=assignment.evidence,
         components={name: [part_name(p) for p in comp.parts] for name, comp in assignment.components.items()},
     )
-    notes = []
+    notes = list(workspace.roles.refused)
+    # Without an arm, the rules every arm shares (integrity, organs at risk) still run: the
+    # course's doses and structures can be judged even when its fractionation cannot.
+    rules = run_rules(CheckContext(workspace), debug=debug)
     if assignment.arm is None:
-        rules = [
-            RuleResult(
-                id="course.arm",
-                family="course",
-                description="The course matches an arm of the protocol",
-                status=Status.NOT_EVALUABLE,
-                unit="",
-                message="no arm of the protocol matches this course's fractionation; give --arm to force one",
-                evidence={"evidence": assignment.evidence},
-            )
-        ]
-    else:
-        rules = run_rules(CheckContext(workspace), debug=debug)
+        reason = assignment.evidence[0] if assignment.evidence else "no arm of the protocol matches this course"
+        arm_rule = RuleResult(
+            id="course.arm",
+            family="course",
+            description="The course matches an arm of the protocol",
+            status=Status.NOT_EVALUABLE,
+            unit="",
+            message=f"no arm matches; {reason}",
+            evidence={"evidence": assignment.evidence},
+        )
+        rules = [arm_rule, *rules]
     unreadable = _unreadable_rule(course_files)
     if unreadable is not None:
         rules.insert(0, unreadable)
@@ -179,6 +186,7 @@ def check_workspace(workspace: Workspace, *, debug: bool = False) -> Report:
         rules=rules,
         integrity=integrity,
         notes=notes,
+        structure_roles=workspace.roles.assignments(),
     )
 
 

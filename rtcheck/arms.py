@@ -67,7 +67,34 @@ def _score(part: ComponentPart, spec: ComponentSpec, roles: RoleMatches) -> tupl
     return score, why
 
 
-def _assign(course: Course, protocol: Protocol, arm: str, roles: RoleMatches) -> tuple[int, ArmAssignment]:
+def _fraction_distance(part: ComponentPart, spec: ComponentSpec) -> float:
+    """How many fractions the group lies outside the component's range (0 inside, inf unknown)."""
+    fx = part.fraction_group.fractions_planned
+    limits = spec.fractions
+    if limits is None:
+        return 0.0
+    if fx is None:
+        return float("inf")
+    below = limits.min - fx if limits.min is not None else 0.0
+    above = fx - limits.max if limits.max is not None else 0.0
+    return max(0.0, below, above)
+
+
+def _closest(part: ComponentPart, names: list[str], protocol: Protocol) -> str:
+    """The component whose fractionation the group misses by the fewest fractions."""
+    return min(names, key=lambda n: _fraction_distance(part, protocol.components[n]))
+
+
+def _assign(
+    course: Course, protocol: Protocol, arm: str, roles: RoleMatches, *, forced: bool = False
+) -> tuple[int, ArmAssignment]:
+    """Place every fraction group in the arm's best-scoring component.
+
+    A group that scores nothing is left unassigned, unless the arm is ``forced``: then the
+    user has said what the course is, and the group goes to the component whose
+    fractionation it misses by the least, so the rules grade the deviation instead of
+    calling it not evaluable.
+    """
     spec = protocol.arms[arm]
     names = [*spec.components, *spec.optional_components]
     components = {n: Component(n) for n in names}
@@ -77,9 +104,12 @@ def _assign(course: Course, protocol: Protocol, arm: str, roles: RoleMatches) ->
         scored = [(_score(part, protocol.components[n], roles), n) for n in names]
         (best, why), best_name = max(scored, key=lambda s: s[0][0])
         if best <= 0:
-            out.unassigned.append(part)
-            total -= _UNASSIGNED_PENALTY
-            continue
+            if not forced:
+                out.unassigned.append(part)
+                total -= _UNASSIGNED_PENALTY
+                continue
+            best_name = _closest(part, names, protocol)
+            why = [f"forced: closest fractionation of arm {arm}"]
         components[best_name].parts.append(part)
         out.evidence.append(f"{part_name(part)} -> {best_name} ({', '.join(why)})")
         total += best
@@ -92,10 +122,44 @@ def _assign(course: Course, protocol: Protocol, arm: str, roles: RoleMatches) ->
     return total, out
 
 
+def closest_arm(course: Course, protocol: Protocol, roles: RoleMatches) -> str:
+    """One line: which arm a course that matches none comes closest to, and why it misses.
+
+    Closest means fewest required components without a fraction group, then fewest
+    fractions outside the components' ranges, when every group is placed where it fits best.
+    """
+    parts = list(course.fraction_groups())
+    if not parts:
+        return "the course has no plan, so no fractionation to match an arm with"
+    ranked = []
+    for arm in protocol.arms:
+        _, assignment = _assign(course, protocol, arm, roles, forced=True)
+        spec = protocol.arms[arm]
+        missing = [n for n in spec.components if not assignment.components[n].parts]
+        misses = []
+        distance = 0.0
+        for name, comp in assignment.components.items():
+            cspec = protocol.components[name]
+            for part in comp.parts:
+                d = _fraction_distance(part, cspec)
+                distance += d
+                label = part.plan.label or part.plan.name
+                if d > 0 and cspec.fractions is not None:
+                    misses.append(
+                        f"{part_name(part)} against {name} {cspec.fractions.text('fx')}"
+                        + (f", label '{label}' not {'/'.join(cspec.labels)}" if cspec.labels else "")
+                    )
+        ranked.append((len(missing), distance, arm, missing, misses))
+    _, _, arm, missing, misses = min(ranked, key=lambda r: (r[0], r[1]))
+    why = [*misses, *(f"no fraction group for {n}" for n in missing)]
+    because = "; ".join(why) or "its components score no evidence"
+    return f"closest arm: {arm} ({because}); give --arm {arm} to judge it so"
+
+
 def detect_arm(course: Course, protocol: Protocol, roles: RoleMatches, forced: str | None = None) -> ArmAssignment:
     """The best-scoring arm (or ``forced``), with its component assignment and evidence."""
     if forced is not None:
-        _, assignment = _assign(course, protocol, forced, roles)
+        _, assignment = _assign(course, protocol, forced, roles, forced=True)
         assignment.overridden = True
         assignment.evidence.insert(0, f"arm {forced} given on the command line")
         return assignment
@@ -107,6 +171,6 @@ def detect_arm(course: Course, protocol: Protocol, roles: RoleMatches, forced: s
     assert best is not None  # a protocol has at least one arm
     score, assignment = best
     if not any(c.parts for c in assignment.components.values()):
-        return ArmAssignment(None, {}, assignment.unassigned, ["no fraction group matches any arm's components"])
+        return ArmAssignment(None, {}, assignment.unassigned, [closest_arm(course, protocol, roles)])
     assignment.evidence.insert(0, f"arm {assignment.arm} scored {score} (highest of {len(protocol.arms)} arms)")
     return assignment

@@ -49,16 +49,23 @@ class CourseFiles:
 
     @property
     def key(self) -> str:
-        """A stable identifier of the course: its plan UIDs, sorted."""
-        return "+".join(sorted(p.sop_instance_uid for p in self.plans))
+        """A stable identifier of the course: its plan UIDs, sorted (without a plan: its other objects')."""
+        if self.plans:
+            return "+".join(sorted(p.sop_instance_uid for p in self.plans))
+        others = [*([self.structure_set] if self.structure_set else []), *self.doses]
+        return "+".join(sorted(f.sop_instance_uid for f in others))
+
+    @property
+    def _first(self) -> IndexedFile | None:
+        return next(iter([*self.plans, *([self.structure_set] if self.structure_set else []), *self.doses]), None)
 
     @property
     def patient_id(self) -> str:
-        return self.plans[0].patient_id if self.plans else ""
+        return self._first.patient_id if self._first else ""
 
     @property
     def patient_name(self) -> str:
-        return self.plans[0].patient_name if self.plans else ""
+        return self._first.patient_name if self._first else ""
 
     @property
     def plan_labels(self) -> list[str]:
@@ -95,8 +102,14 @@ class Assembly:
     not_dicom: int
 
 
-def assemble(index: Index) -> Assembly:
-    """Group indexed RT objects into courses by their UID references."""
+def assemble(index: Index, *, without_plan: bool = False) -> Assembly:
+    """Group indexed RT objects into courses by their UID references.
+
+    With ``without_plan``, a structure set that no plan references becomes a course of its
+    own together with the doses of its patient whose plan is absent (a structure set and a
+    dose exported without the plan, as DVH benchmarks are published): its dose rules can be
+    evaluated, its plan rules cannot.
+    """
     plans = [f for f in index.files if f.modality == "RTPLAN"]
     structure_sets = {f.sop_instance_uid: f for f in index.files if f.modality == "RTSTRUCT"}
     doses = [f for f in index.files if f.modality == "RTDOSE"]
@@ -140,9 +153,16 @@ def assemble(index: Index) -> Assembly:
                 f"{d.path}: RTDOSE references plan {', '.join(d.referenced_plan_uids)}, which is not among the files"
             )
     used_ss = {c.structure_set.sop_instance_uid for c in courses if c.structure_set}
-    for uid, ss in structure_sets.items():
-        if uid not in used_ss:
-            orphans.append(f"{ss.path}: RTSTRUCT is not referenced by any plan among the files")
+    unused = [ss for uid, ss in structure_sets.items() if uid not in used_ss]
+    if without_plan:
+        planless_doses = [d for d in doses if not plan_uids.intersection(d.referenced_plan_uids)]
+        planless = _courses_without_plan(unused, planless_doses)
+        courses.extend(planless)
+        placed = {f.path for c in planless for f in [c.structure_set, *c.doses] if f is not None}
+        orphans = [o for o in orphans if not any(o.startswith(f"{path}:") for path in placed)]
+        unused = [ss for ss in unused if ss.path not in placed]
+    for ss in unused:
+        orphans.append(f"{ss.path}: RTSTRUCT is not referenced by any plan among the files")
     unclaimed = claim_unreadable(courses, index.unreadable)
     return Assembly(courses, orphans, unclaimed, index.skipped, index.not_dicom)
 
@@ -173,6 +193,26 @@ def claim_unreadable(courses: list[CourseFiles], unreadable: list[UnreadableFile
         if not owners:
             unclaimed.append(item)
     return unclaimed
+
+
+def _courses_without_plan(structure_sets: list[IndexedFile], doses: list[IndexedFile]) -> list[CourseFiles]:
+    """One course per patient who has exactly one unreferenced structure set, with that patient's planless doses.
+
+    Two unreferenced structure sets of one patient leave the doses ambiguous: then each
+    structure set is a course without dose, and the rules that need a dose say so.
+    """
+    by_patient: dict[str, list[IndexedFile]] = {}
+    for ss in structure_sets:
+        by_patient.setdefault(ss.patient_id, []).append(ss)
+    courses = []
+    for patient, sets in sorted(by_patient.items()):
+        own = _unique([d for d in doses if d.patient_id == patient]) if len(sets) == 1 else []
+        for ss in sorted(sets, key=lambda f: str(f.path)):
+            missing = ["no RTPLAN among the files: rules that need the plan are not evaluable"]
+            if not own:
+                missing.append(f"{ss.path}: no RTDOSE of this patient without its plan among the files")
+            courses.append(CourseFiles([], ss, own, missing))
+    return courses
 
 
 def _latest_per_label(plans: list[IndexedFile]) -> tuple[list[IndexedFile], list[str]]:
@@ -211,15 +251,16 @@ def _sort_key(plans: list[IndexedFile]) -> tuple[str, str]:
     return (plans[0].patient_id, min(str(p.path) for p in plans))
 
 
-def find_courses(paths: Sequence[Path]) -> list[CourseFiles]:
+def find_courses(paths: Sequence[Path], *, without_plan: bool = False) -> list[CourseFiles]:
     """Index ``paths`` (files and folders) and return the courses found, in a stable order.
 
     A plan file given on its own brings its siblings: its folder is indexed too, and only
     the courses holding a plan that was named are returned. Raises :class:`InputError` for
     a file or folder that cannot be read and lies in no course's folder (those inside one
     make that course not evaluable): nothing below ``paths`` is skipped in silence.
+    ``without_plan``: see :func:`assemble`.
     """
-    found = discover(paths)
+    found = discover(paths, without_plan=without_plan)
     if found.unreadable:
         first = found.unreadable[0]
         more = f" (and {len(found.unreadable) - 1} more)" if len(found.unreadable) > 1 else ""
@@ -227,7 +268,7 @@ def find_courses(paths: Sequence[Path]) -> list[CourseFiles]:
     return found.courses
 
 
-def discover(paths: Sequence[Path]) -> Assembly:
+def discover(paths: Sequence[Path], *, without_plan: bool = False) -> Assembly:
     """Like :func:`find_courses`, but also returns what could not be assembled."""
     paths = [Path(p) for p in paths]
     named_files = [p for p in paths if p.is_file()]
@@ -238,7 +279,7 @@ def discover(paths: Sequence[Path]) -> Assembly:
         sibling_dirs = sorted({p.parent for p in named_files} - set(folders))
         known = {f.path for f in index.files}
         _index_siblings(sibling_dirs, known, index)
-    assembly = assemble(index)
+    assembly = assemble(index, without_plan=without_plan)
     if named_plan_uids and not folders:
         assembly.courses = [c for c in assembly.courses if named_plan_uids.intersection(c.plan_uids)]
         assembly.orphans = []
@@ -289,8 +330,8 @@ def read_course(files: CourseFiles) -> LoadedCourse:
     the course model itself never needs to hold on to pydicom datasets; the RTDOSE datasets
     are handed back beside it for their voxels.
     """
-    if not files.plans:
-        raise InputError(None, "a course needs at least one RTPLAN")
+    if not files.plans and files.structure_set is None:
+        raise InputError(None, "a course needs at least one RTPLAN or a structure set")
     findings: list[IntegrityFinding] = []
     plans = []
     for f in files.plans:
@@ -312,13 +353,15 @@ def read_course(files: CourseFiles) -> LoadedCourse:
         doses.append(dose)
         dose_datasets[dose.source.sop_instance_uid] = read.dataset
     course = Course(
-        patient_id=plans[0].patient_id,
-        patient_name=plans[0].patient_name,
+        patient_id=files.patient_id,
+        patient_name=files.patient_name,
         plans=plans,
         structure_set=structure_set,
         doses=doses,
     )
+    # Without a plan nothing references anything: what is absent is said once, not as a broken reference.
+    severity = "error" if files.plans else "warning"
     for problem in files.missing:
-        findings.append(IntegrityFinding(severity="error", file="", message=problem))
+        findings.append(IntegrityFinding(severity=severity, file="", message=problem))
     findings += course_consistency(course)
     return LoadedCourse(course, findings, dose_datasets)

@@ -59,6 +59,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     check.add_argument("--protocol", type=Path, help="protocol YAML (default: the bundled trial protocol)")
     check.add_argument("--arm", help="judge the course as this arm instead of detecting it")
     check.add_argument(
+        "--aliases",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a centre's structure names for the protocol's roles (YAML: aliases: {role: [name, ...]});"
+        " <protocol>.aliases.yaml beside the protocol is read too",
+    )
+    check.add_argument(
         "--format",
         choices=("text", "json", *FILE_FORMATS),
         default="text",
@@ -168,10 +177,10 @@ def _check(args: argparse.Namespace) -> int:
     from .assembly import discover
     from .reports.text import print_report, render_json, summary_line
 
-    protocol = load_protocol(args.protocol)
+    protocol = load_protocol(args.protocol, args.aliases)
     if args.arm is not None and args.arm not in protocol.arms:
         raise InputError(None, f"unknown arm {args.arm!r}; the protocol's arms are {', '.join(protocol.arms)}")
-    found = discover(args.paths)
+    found = discover(args.paths, without_plan=True)
     for problem in found.unreadable:
         _warn(f"{problem.path}: {problem.problem}")
     for orphan in found.orphans:

@@ -680,3 +680,26 @@ def component_dose(course: Course, parts: Iterable[ComponentPart], reader: DoseR
     total = sum_doses(selection.doses, reader)
     total = replace(total, note=f"{total.note}; {selection.explanation}")
     return ComponentDose(total=total, fractions=selection.fractions, selection=selection)
+
+
+def planless_doses(course: Course) -> list[DoseFile]:
+    """The doses whose sum is a plan-less course's total: per referenced plan, its PLAN dose,
+    else its FRACTION doses, else its BEAM doses; a MULTI_PLAN dose stands for its plans.
+
+    Without the plan rtcheck cannot tell which fraction groups or beams a partial dose
+    covers, so it trusts the summation types, and the report names every file it summed.
+    """
+    multi = [d for d in course.doses if d.summation_type == "MULTI_PLAN"]
+    if len(multi) == 1:
+        return multi
+    chosen: list[DoseFile] = []
+    by_plan: dict[tuple[str, ...], list[DoseFile]] = {}
+    for d in course.doses:
+        by_plan.setdefault(d.referenced_plan_uids, []).append(d)
+    for doses in by_plan.values():
+        for kind in ("PLAN", "FRACTION", "BEAM"):
+            found = [d for d in doses if d.summation_type == kind]
+            if found:
+                chosen.extend(found if kind != "PLAN" else found[:1])
+                break
+    return chosen

@@ -45,8 +45,7 @@ def _limits(limits: Limits | None) -> LimitsOut | None:
 
 
 def run_rules(ctx: CheckContext, *, debug: bool = False) -> list[RuleResult]:
-    """Run every rule of the context's arm, in protocol order."""
-    assert ctx.arm.arm is not None
+    """Run every rule of the context's arm, in protocol order (without an arm: the shared rules)."""
     checks = registry()
     results = []
     for spec in ctx.protocol.rules_for(ctx.arm.arm):

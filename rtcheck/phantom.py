@@ -572,10 +572,14 @@ class _Design:
     one_plan: bool = False
     dose_layout: str = "plan"
     dose_references: bool = True
+    #: Anatomy drawn under other names (TG-263 name -> the centre's name).
+    renamed: tuple[tuple[str, str], ...] = ()
 
 
 def _experimental(variant: str, d: _Design) -> PhantomSpec:
     rois = [r for r in _anatomy() if not (d.drop_spinal_cord and r.name == "SpinalCord")]
+    names = dict(d.renamed)
+    rois = [dataclasses.replace(r, name=names.get(r.name, r.name)) for r in rois]
     rois.append(_target("GTV_SFRT", d.gtv_sfrt))
     peaks = list(d.peaks)
     peak_names = [f"Peak_{i + 1}" for i in range(len(peaks))]
@@ -747,6 +751,20 @@ def _v_no_dose_reference() -> PhantomSpec:
     prescription is only in BeamDose (4 x 2.5 Gy SFRT, 4 x 0.5 Gy LDRT). Prescription
     rules must still pass, reporting the beam-dose fallback."""
     return _design("no_dose_reference", dose_references=False)
+
+
+@_variant
+def _v_centre_names() -> PhantomSpec:
+    """As compliant, with the organs named as another centre writes them: Lt Lung, Rt Lung,
+    Spinal Cord, ESOPHAGUS, External. Names are matched across spellings: per protocol."""
+    renamed = (
+        ("Lung_L", "Lt Lung"),
+        ("Lung_R", "Rt Lung"),
+        ("SpinalCord", "Spinal Cord"),
+        ("Esophagus", "ESOPHAGUS"),
+        ("BODY", "External"),
+    )
+    return _design("centre_names", renamed=renamed)
 
 
 @_variant

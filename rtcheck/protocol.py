@@ -16,8 +16,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable
-from functools import cached_property
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ProtocolError
+from .names import glob_matches
 from .units import Unit
 
 
@@ -82,16 +82,29 @@ def _compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 class Role(_Strict):
-    """A kind of structure the rules talk about, found in a structure set by its name."""
+    """A kind of structure the rules talk about, found in a structure set by its name.
+
+    Names are compared in canonical form (:mod:`rtcheck.names`: case, separators and
+    laterality do not matter), so the TG-263 pattern ``Lung_L`` also finds ``Lt Lung``.
+    """
 
     description: str = ""
     patterns: list[str] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=list)
+    #: A centre's own names for this role (from an aliases file); matched like ``patterns``.
+    aliases: list[str] = Field(default_factory=list)
     #: When given, a ROI whose RTROIInterpretedType is set must have one of these types;
     #: an empty type (allowed by DICOM, common in real exports) never disqualifies.
     interpreted_types: list[str] = Field(default_factory=list)
+    #: A ROI of one of these RTROIInterpretedTypes plays the role whatever its name (a
+    #: target typed CTV but named "Tumor Bed"), unless ``exclude`` or ``unless_roles`` says no.
+    by_interpreted_type: list[str] = Field(default_factory=list)
+    #: Roles a ROI found only by its type must not possibly be: if its name contains any of
+    #: those roles' patterns, it is left out (fail closed: a bone metastasis typed GTV is no
+    #: silent target).
+    unless_roles: list[str] = Field(default_factory=list)
 
-    @field_validator("patterns", "exclude")
+    @field_validator("patterns", "exclude", "aliases")
     @classmethod
     def _valid_patterns(cls, patterns: list[str]) -> list[str]:
         for p in patterns:
@@ -101,18 +114,44 @@ class Role(_Strict):
                 raise ValueError(f"invalid regular expression {p!r}: {exc}") from exc
         return patterns
 
-    @cached_property
-    def _compiled(self) -> tuple[list[re.Pattern[str]], list[re.Pattern[str]]]:
-        return [_compile_pattern(p) for p in self.patterns], [_compile_pattern(p) for p in self.exclude]
-
     def matches(self, name: str, interpreted_type: str | None = None) -> bool:
-        include, exclude = self._compiled
-        name = name.strip()
-        if not any(p.fullmatch(name) for p in include) or any(p.fullmatch(name) for p in exclude):
-            return False
-        if self.interpreted_types and interpreted_type:
-            return interpreted_type.upper() in {t.upper() for t in self.interpreted_types}
-        return True
+        """Whether the ROI plays this role by its name (patterns or aliases)."""
+        return self.match_reason(name, interpreted_type) is not None and not self._typed_only(name)
+
+    def match_reason(self, name: str, interpreted_type: str | None = None) -> str | None:
+        """How a ROI plays this role ("name", "alias 'X'", "RTROIInterpretedType CTV"), or None."""
+        if _any_match(self.exclude, name):
+            return None
+        allowed = {t.upper() for t in self.interpreted_types}
+        if allowed and interpreted_type and interpreted_type.upper() not in allowed:
+            return None
+        if _any_match(self.patterns, name):
+            return "name"
+        alias = next((a for a in self.aliases if _pattern_matches(a, name)), None)
+        if alias is not None:
+            return f"alias '{alias}'"
+        itype = (interpreted_type or "").strip().upper()
+        if itype and itype in {t.upper() for t in self.by_interpreted_type}:
+            return f"RTROIInterpretedType {itype}"
+        return None
+
+    def _typed_only(self, name: str) -> bool:
+        return not _any_match(self.patterns, name) and not _any_match(self.aliases, name)
+
+    def could_be(self, name: str) -> bool:
+        """Whether any of this role's patterns or aliases occurs inside the name (for fail-closed checks)."""
+        inner = [p for p in (*self.patterns, *self.aliases) if not p.startswith("re:")]
+        return any(glob_matches(f"*{p.strip('*')}*", name) for p in inner) or _any_match(self.patterns, name)
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("re:"):
+        return _compile_pattern(pattern).fullmatch(name.strip()) is not None
+    return glob_matches(pattern, name)
+
+
+def _any_match(patterns: list[str], name: str) -> bool:
+    return any(_pattern_matches(p, name) for p in patterns)
 
 
 class ComponentSpec(_Strict):
@@ -234,6 +273,8 @@ class Protocol(_Strict):
     #: SHA-256 of the YAML text, so every report says exactly which protocol judged it.
     sha256: str = ""
     path: str = ""
+    #: Aliases files merged into the roles, each as "path (sha256 ...)".
+    alias_files: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Protocol:
@@ -241,6 +282,10 @@ class Protocol(_Strict):
             for comp in [*arm.components, *arm.optional_components]:
                 if comp not in self.components:
                     raise ValueError(f"arm {arm_name!r} names unknown component {comp!r}")
+        for role_name, role in self.roles.items():
+            for other in role.unless_roles:
+                if other not in self.roles:
+                    raise ValueError(f"role {role_name!r} names unknown role {other!r} in unless_roles")
         for comp_name, comp in self.components.items():
             for role in comp.target_roles:
                 if role not in self.roles:
@@ -268,8 +313,9 @@ class Protocol(_Strict):
             seen.setdefault(rule.id, set()).update(arms)
         return self
 
-    def rules_for(self, arm: str) -> list[RuleSpec]:
-        return [r for r in self.rules if not r.arms or arm in r.arms]
+    def rules_for(self, arm: str | None) -> list[RuleSpec]:
+        """The rules of an arm; for no arm (none detected), the rules every arm shares."""
+        return [r for r in self.rules if not r.arms or (arm is not None and arm in r.arms)]
 
 
 BUNDLED_PROTOCOL = "sfrt_ldrt.yaml"
@@ -287,6 +333,46 @@ def bundled_protocol_path(name: str = BUNDLED_PROTOCOL) -> Path:
     if packaged.is_file():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "protocols" / name
+
+
+def aliases_beside(path: Path) -> Path:
+    """Where a centre keeps its aliases for a protocol: ``<name>.aliases.yaml`` beside it."""
+    return path.with_name(f"{path.stem}.aliases.yaml")
+
+
+class _AliasesFile(_Strict):
+    """A centre's names for the protocol's roles: ``aliases: {role: [pattern, ...]}``."""
+
+    aliases: dict[str, list[str]]
+
+
+def with_aliases(protocol: Protocol, files: Sequence[Path]) -> Protocol:
+    """The protocol with the aliases of ``files`` added to its roles."""
+    roles = dict(protocol.roles)
+    listed = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = _AliasesFile.model_validate(yaml.safe_load(text))
+        except OSError as exc:
+            raise ProtocolError(f"{path}: cannot read aliases ({exc.strerror or exc})") from exc
+        except yaml.YAMLError as exc:
+            raise ProtocolError(f"{path}: YAML syntax error in aliases: {exc}") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = _yaml_path(tuple(first.get("loc", ())))
+            hint = "write aliases: {role: [name, ...]}"
+            raise ProtocolError(f"{path}: at {where}: {first.get('msg')}; {hint}") from exc
+        for role, names in data.aliases.items():
+            if role not in roles:
+                raise ProtocolError(f"{path}: unknown role {role!r} in aliases; roles: {', '.join(roles)}")
+            try:
+                merged = {**roles[role].model_dump(), "aliases": [*roles[role].aliases, *names]}
+                roles[role] = Role.model_validate(merged)
+            except ValidationError as exc:
+                raise ProtocolError(f"{path}: aliases of {role}: {exc.errors()[0].get('msg')}") from exc
+        listed.append(f"{path} (sha256 {hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]})")
+    return protocol.model_copy(update={"roles": roles, "alias_files": [*protocol.alias_files, *listed]})
 
 
 def read_protocol(path: Path | str | None, rule_problems: RuleProblems) -> Protocol:

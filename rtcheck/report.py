@@ -100,6 +100,8 @@ class ProtocolRef(BaseModel):
     version: str
     sha256: str
     path: str
+    #: A centre's aliases files that added structure names to the roles.
+    alias_files: list[str] = Field(default_factory=list)
 
 
 class ArmResult(BaseModel):
@@ -147,6 +149,9 @@ class Report(BaseModel):
     rules: list[RuleResult]
     integrity: list[IntegrityFinding] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    #: Drawn ROI name -> the protocol roles it plays, with how it was recognised when not by
+    #: its name (an alias, its RTROIInterpretedType), so a reviewer sees every mapping.
+    structure_roles: dict[str, list[str]] = Field(default_factory=dict)
 
     def rule(self, rule_id: str) -> RuleResult | None:
         """The result of rule ``rule_id``, or None if the rule did not apply."""

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from .arms import ArmAssignment, detect_arm, target_roi_numbers
 from .assembly import CourseFiles, read_course
-from .course import Component, Course, DoseFile, Roi, StructureSet
+from .course import Component, ComponentPart, Course, DoseFile, Roi, StructureSet
 from .dose import (
     ComponentDose,
     DoseError,
@@ -31,8 +31,10 @@ from .dose import (
     DoseReader,
     component_dose,
     load_dose_grid,
+    planless_doses,
     resample,
     same_axes,
+    sum_doses,
     without_pixels,
 )
 from .dvh import StructureDose, VoxelisedStructure, voxelise
@@ -88,7 +90,8 @@ class Workspace:
         default_factory=dict, repr=False
     )
     _composites: dict[float | None, DoseGrid | _Failed] = field(default_factory=dict, repr=False)
-    _common: tuple[list[tuple[np.ndarray, int]], DoseGrid] | _Failed | None = field(default=None, repr=False)
+    _common: tuple[list[tuple[np.ndarray, int | None]], DoseGrid] | _Failed | None = field(default=None, repr=False)
+    _course_doses: list[tuple[DoseGrid, int | None]] | _Failed | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, files: CourseFiles, protocol: Protocol, arm: str | None = None) -> Workspace:
@@ -269,11 +272,64 @@ class Workspace:
         explanation = f"{dose.selection.explanation}, divided by {dose.fractions} fractions"
         return ComponentDoses(dose.per_fraction, dose.fractions, explanation)
 
-    def composite_dose(self, alpha_beta_gy: float | None) -> DoseGrid:
-        """Physical total (``alpha_beta_gy`` None) or EQD2 total of all components, on one grid.
+    def course_doses(self) -> list[tuple[DoseGrid, int | None]]:
+        """The course's doses whatever arm or component was recognised: (grid, fractions) pairs.
 
-        The grid is the finest component grid, cropped to where every component has a dose
-        (the rule :func:`rtcheck.dose.sum_doses` follows).
+        With plans: one dose per fractionation (the fraction groups that share a number of
+        fractions), per fraction, from their PLAN, MULTI_PLAN or summed FRACTION/BEAM doses.
+        Without a plan: the total of the course's doses, its number of fractions unknown (None).
+        """
+        if self._course_doses is None:
+            try:
+                self._course_doses = self._build_course_doses()
+            except NotEvaluable as exc:
+                self._course_doses = _Failed(str(exc))
+        return _unwrap(self._course_doses)
+
+    def _build_course_doses(self) -> list[tuple[DoseGrid, int | None]]:
+        by_fractions: dict[int | None, list[ComponentPart]] = {}
+        for part in self.course.fraction_groups():
+            by_fractions.setdefault(part.fraction_group.fractions_planned, []).append(part)
+        if not by_fractions:
+            doses = planless_doses(self.course)
+            if not doses:
+                raise NotEvaluable("the course has no dose")
+            try:
+                total = sum_doses(doses, _WorkspaceDoses(self))
+            except DoseError as exc:
+                raise NotEvaluable(str(exc)) from exc
+            self._same_frame(total, "the course's dose")
+            return [(replace(total, note=f"{total.note} (no plan: number of fractions unknown)"), None)]
+        out: list[tuple[DoseGrid, int | None]] = []
+        for fractions, parts in sorted(by_fractions.items(), key=lambda kv: kv[0] or 0):
+            try:
+                dose = component_dose(self.course, parts, _WorkspaceDoses(self))
+            except DoseError as exc:
+                raise NotEvaluable(f"the course's {fractions}-fraction dose: {exc}") from exc
+            self._same_frame(dose.total, f"the course's {fractions}-fraction dose")
+            out.append((dose.per_fraction, dose.fractions))
+        return out
+
+    def _same_frame(self, grid: DoseGrid, what: str) -> None:
+        ss = self.course.structure_set
+        structures_for = ss.frame_of_reference_uid if ss is not None else None
+        dose_for = grid.frame_of_reference_uid
+        if structures_for and dose_for and structures_for != dose_for:
+            raise NotEvaluable(f"{what} is in frame of reference {dose_for}, the structures in {structures_for}")
+
+    def course_dose_summary(self) -> str:
+        """Which RTDOSE files the composite is made of, and their fractions, in a few words."""
+        parts = self.course_doses()
+        names = ", ".join(sorted({s.path.name for g, _ in parts for s in g.sources}))
+        return f"{names} ({' + '.join('? fx' if n is None else f'{n} fx' for _, n in parts)})"
+
+    def composite_dose(self, alpha_beta_gy: float | None) -> DoseGrid:
+        """Physical total (``alpha_beta_gy`` None) or EQD2 total of the course, on one grid.
+
+        Made of :meth:`course_doses`, so it needs no recognised component. The grid is the
+        finest of them, cropped to where every one has a dose (the rule
+        :func:`rtcheck.dose.sum_doses` follows). EQD2 needs the number of fractions, which
+        only a plan gives.
         """
         if alpha_beta_gy not in self._composites:
             try:
@@ -285,17 +341,21 @@ class Workspace:
     def _build_composite(self, alpha_beta_gy: float | None) -> DoseGrid:
         parts, template = self._common_grid()
         total = np.zeros_like(template.dose_gy)
-        for per_fraction, n in parts:
+        for dose, n in parts:
             if alpha_beta_gy is None:
-                total += per_fraction * np.float32(n)
+                total += dose if n is None else dose * np.float32(n)
+            elif n is None:
+                raise NotEvaluable(
+                    "EQD2 needs the dose per fraction, and without a plan the number of fractions is unknown"
+                )
             else:
                 ab = np.float32(alpha_beta_gy)
-                total += np.float32(n) * per_fraction * (per_fraction + ab) / (np.float32(2.0) + ab)
+                total += np.float32(n) * dose * (dose + ab) / (np.float32(2.0) + ab)
         kind = "physical" if alpha_beta_gy is None else f"EQD2 (alpha/beta {alpha_beta_gy:g} Gy)"
-        return replace(template, dose_gy=total, note=f"composite {kind} dose of all components")
+        return replace(template, dose_gy=total, note=f"composite {kind} dose of the course: {template.note}")
 
-    def _common_grid(self) -> tuple[list[tuple[np.ndarray, int]], DoseGrid]:
-        """Every component's dose per fraction resampled onto one grid, with its fractions."""
+    def _common_grid(self) -> tuple[list[tuple[np.ndarray, int | None]], DoseGrid]:
+        """Every fractionation's dose resampled onto one grid, with its fractions."""
         if self._common is None:
             try:
                 self._common = self._build_common_grid()
@@ -303,10 +363,8 @@ class Workspace:
                 self._common = _Failed(str(exc))
         return _unwrap(self._common)
 
-    def _build_common_grid(self) -> tuple[list[tuple[np.ndarray, int]], DoseGrid]:
-        grids = [(d.per_fraction, d.fractions) for d in (self.component_dose(n) for n in self.components)]
-        if not grids:
-            raise NotEvaluable("the course has no component with a dose")
+    def _build_common_grid(self) -> tuple[list[tuple[np.ndarray, int | None]], DoseGrid]:
+        grids = self.course_doses()
         target = min((g for g, _ in grids), key=lambda g: g.spacing_mm[0] * g.spacing_mm[1])
         axes = []
         for i, axis in enumerate(target.axes):
@@ -315,11 +373,13 @@ class Workspace:
                 edges = (g.x_edges_mm, g.y_edges_mm, g.z_edges_mm)[i]
                 keep &= (axis >= edges[0] - 1e-3) & (axis <= edges[-1] + 1e-3)
             if keep.sum() < 2:
-                raise NotEvaluable("the components' dose grids do not overlap")
+                raise NotEvaluable("the dose grids of the course's fractionations do not overlap")
             axes.append(axis[keep])
         x, y, z = axes
         parts = [(resample(g, x, y, z), n) for g, n in grids]
-        template = replace(target, dose_gy=parts[0][0], x_mm=x, y_mm=y, z_mm=z)
+        sources = tuple(s for g, _ in grids for s in g.sources)
+        note = "; ".join(g.note for g, _ in grids)
+        template = replace(target, dose_gy=parts[0][0], x_mm=x, y_mm=y, z_mm=z, sources=sources, note=note)
         return parts, template
 
     # ------------------------------------------------------------------ DVHs

@@ -151,8 +151,19 @@ def test_arm_override_judges_the_course_as_that_arm(capsys: pytest.CaptureFixtur
     assert report["arm"]["arm"] == "control" and report["arm"]["overridden"]
     got = statuses(report)
     assert got["control.no_peaks"] == "unacceptable_deviation"  # the SFRT peaks are there
-    assert got["control.fractions"] == "not_evaluable"  # no conventional fraction group
-    assert code == ExitCode.NOT_EVALUABLE
+    # Forced: both plans are graded as the conventional component, 3 fx (SFRT) below the
+    # acceptable 5, 5 fx (LDRT) an acceptable variation, 10 Gy per fraction far outside.
+    fractions = {i["name"]: (i["value"], i["status"]) for i in _rule(report, "control.fractions")["items"]}
+    assert fractions == {
+        "SFRT / fraction group 1 (3 fx)": (3, "unacceptable_deviation"),
+        "LDRT / fraction group 1 (5 fx)": (5, "acceptable_variation"),
+    }
+    assert got["control.dose_per_fraction"] == "unacceptable_deviation"
+    assert code == ExitCode.UNACCEPTABLE_DEVIATION
+
+
+def _rule(report: dict, rule_id: str) -> dict:
+    return next(r for r in report["rules"] if r["id"] == rule_id)
 
 
 def test_one_plan_file_brings_its_siblings(capsys: pytest.CaptureFixture[str], course_dir) -> None:

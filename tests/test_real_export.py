@@ -97,3 +97,37 @@ def test_a_breast_boost_is_not_called_compliant(export: Path) -> None:
     (files,) = find_courses([export])
     report = check_course(files, load_protocol())
     assert report.verdict == "not_evaluable" and report.arm.arm is None
+    arm_rule = report.rule("course.arm")
+    assert arm_rule is not None
+    # One line that says which arm came closest and why it is missed.
+    assert "\n" not in arm_rule.message
+    assert "closest arm: control" in arm_rule.message and "(7 fx) against conventional >= 10 fx" in arm_rule.message
+    # The organ-at-risk rules every arm shares are still evaluated on the course's dose.
+    heart = report.rule("oar.heart_mean")
+    assert heart is not None and heart.status == "per_protocol"
+
+
+def test_judged_as_the_control_arm(export: Path) -> None:
+    """Forced to the control arm, a 7 x 2 Gy course is graded, not called not evaluable."""
+    (files,) = find_courses([export])
+    report = check_course(files, load_protocol(), "control")
+    rules = {r.id: r for r in report.rules}
+    assert (rules["control.fractions"].status, rules["control.fractions"].value) == ("acceptable_variation", 7)
+    assert rules["control.dose_per_fraction"].status == "per_protocol"
+    assert rules["control.dose_per_fraction"].value == pytest.approx(200.0)
+    # The composite uses the course's PLAN dose, and says so.
+    heart = rules["oar.heart_mean"]
+    assert heart.status == "per_protocol" and "rtdose.dcm (7 fx)" in heart.message
+    _, tps_mean = tps_dvh_means(files.doses[0].path)[5]  # ROI 5 is the Heart
+    assert heart.evidence["physical_gy"] == pytest.approx(tps_mean, rel=0.03)
+    # EQD2 (alpha/beta 3 Gy) voxel by voxel, D (d + 3) / 5: with every d far below 2 Gy it
+    # lies between the linear term 3D/5 and the physical dose.
+    physical = heart.evidence["physical_gy"]
+    assert 0.6 * physical < heart.value < physical
+    for lung_rule in ("oar.lungs_v20", "oar.lungs_mean"):
+        assert rules[lung_rule].status == "per_protocol", rules[lung_rule].message
+        assert rules[lung_rule].structures == ["lungs_minus_targets"]
+    assert report.structure_roles["Lt Lung"] == ["lungs"]
+    assert report.structure_roles["Tumor Bed"] == ["conventional_target (RTROIInterpretedType CTV)"]
+    required = rules["structures.required"]
+    assert required.value == 2 and required.message == "missing: esophagus, spinal_cord"

@@ -153,6 +153,9 @@ def report_renderable(report: Report) -> Group:
     )
     for line in arm.evidence:
         parts.append(_plain(f"  {line}", style="dim"))
+    if report.structure_roles:
+        played = "; ".join(f"{name} → {', '.join(roles)}" for name, roles in report.structure_roles.items())
+        parts.append(_plain(f"Structures: {played}", style="dim"))
     attention = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
     if attention:
         parts.append(Text(""))

@@ -210,13 +210,19 @@ def _oar(ctx: CheckContext, name: str) -> Solid:
 
 @check("dose.composite", Quantity.DOSE, CompositeParams)
 def composite(ctx: CheckContext, spec: RuleSpec, params: CompositeParams) -> Measurement:
-    """A DVH metric of the composite dose of all components (EQD2 or physical)."""
+    """A DVH metric of the course's composite dose (EQD2 or physical), from whichever doses it has."""
     solid = _oar(ctx, params.structure)
     values = {}
     for label, ab in (("physical", None), ("eqd2", params.alpha_beta_gy)):
         if label == "eqd2" and ab is None:
             continue
-        grid = ctx.workspace.composite_dose(ab)
+        try:
+            grid = ctx.workspace.composite_dose(ab)
+        except NotEvaluable as exc:
+            if "physical" in values:
+                measured = f"{params.metric} of {solid.name}: {values['physical']:.2f} Gy physical"
+                raise NotEvaluable(f"{measured}; {exc}") from exc
+            raise
         value, detail = _evaluate(ctx.workspace.structure_dose(grid, solid), params.metric, COVERAGE_TOLERANCE_CC)
         if value is None:
             raise NotEvaluable(f"{solid.name}: {detail['reason']}")
@@ -226,11 +232,13 @@ def composite(ctx: CheckContext, spec: RuleSpec, params: CompositeParams) -> Mea
     message = f"{params.metric} of {solid.name}: {values[graded]:.2f} Gy {graded.upper()}"
     if other:
         message += f" ({values[other]:.2f} Gy physical)"
+    grid = ctx.workspace.composite_dose(None)
     return Measurement(
         value=values[graded],
-        message=message,
+        message=f"{message} from {ctx.workspace.course_dose_summary()}",
         structures=[solid.name],
-        evidence={f"{k}_gy": round(v, 3) for k, v in values.items()},
+        files=[str(s.path) for s in grid.sources],
+        evidence={**{f"{k}_gy": round(v, 3) for k, v in values.items()}, "dose": grid.note},
     )
 
 
@@ -243,7 +251,7 @@ class VolumeParams(_Params):
 
 @check("dose.composite_volume", Quantity.PERCENT, VolumeParams)
 def composite_volume(ctx: CheckContext, spec: RuleSpec, params: VolumeParams) -> Measurement:
-    """Percentage of a structure receiving at least ``dose_gy`` of the composite dose (VxGy)."""
+    """Percentage of a structure receiving at least ``dose_gy`` of the course's composite dose (VxGy)."""
     solid = _oar(ctx, params.structure)
     grid = ctx.workspace.composite_dose(params.alpha_beta_gy)
     sd = ctx.workspace.structure_dose(grid, solid)
@@ -253,9 +261,13 @@ def composite_volume(ctx: CheckContext, spec: RuleSpec, params: VolumeParams) ->
     kind = "EQD2" if params.alpha_beta_gy is not None else "physical"
     return Measurement(
         value=value,
-        message=f"V{params.dose_gy:g}Gy ({kind}) of {solid.name}: {value:.1f} % of {sd.volume_cc:.0f} cc",
+        message=(
+            f"V{params.dose_gy:g}Gy ({kind}) of {solid.name}: {value:.1f} % of {sd.volume_cc:.0f} cc"
+            f" from {ctx.workspace.course_dose_summary()}"
+        ),
         structures=[solid.name],
-        evidence={"volume_cc": round(sd.volume_cc, 2), "v_cc": round(sd.v_gy(params.dose_gy), 2)},
+        files=[str(s.path) for s in grid.sources],
+        evidence={"volume_cc": round(sd.volume_cc, 2), "v_cc": round(sd.v_gy(params.dose_gy), 2), "dose": grid.note},
     )
 
 

@@ -20,6 +20,8 @@ class ComponentParams(BaseModel):
 def _component(ctx: CheckContext, name: str) -> Component:
     if name not in ctx.protocol.components:
         raise NotEvaluable(f"the protocol has no component {name!r}")
+    if not ctx.course.plans:
+        raise NotEvaluable("the course has no RTPLAN: fractionation and prescription are in the plan")
     comp = ctx.component(name)
     if comp is None:
         raise NotEvaluable(f"no fraction group of the course was recognised as component {name!r}")

@@ -1,0 +1,45 @@
+"""Structure names as centres write them, reduced to one comparable form.
+
+Centres of one trial name the same organ in many ways: ``Lung_L`` (TG-263), ``Lt Lung``,
+``LUNG LEFT``, ``L_Lung`` (TG-263's reverse order), ``Spinal Cord`` and ``SpinalCord``.
+TG-263 exists because of this; a check shared across centres has to see through it. The
+canonical form of a name:
+
+* ignores case and surrounding blanks;
+* treats spaces, ``_``, ``-`` and ``.`` as the same separator and then drops them, so that
+  ``Spinal Cord``, ``Spinal_Cord`` and ``SpinalCord`` coincide;
+* takes a laterality written as ``L``/``Lt``/``Left`` or ``R``/``Rt``/``Right``, as a word
+  before or after the organ, and writes it the TG-263 way, as a ``_l``/``_r`` suffix.
+
+Protocol patterns (shell-style globs) go through the same reduction, so a pattern written
+in TG-263 form (``Lung_L``, ``Esophagus_*``) matches every spelling that reduces to it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+_SEPARATORS = re.compile(r"[\s_\-.]+")
+_LEFT = frozenset({"l", "lt", "left"})
+_RIGHT = frozenset({"r", "rt", "right"})
+
+
+def canonical(name: str) -> str:
+    """The comparable form of a structure name or a glob pattern (``*``/``?`` pass through)."""
+    words = [w for w in _SEPARATORS.split(name.strip().casefold()) if w]
+    side = ""
+    if len(words) > 1:
+        for index in (-1, 0):
+            if words[index] in _LEFT or words[index] in _RIGHT:
+                side = "_l" if words[index] in _LEFT else "_r"
+                del words[index]
+                break
+    return "".join(words) + side
+
+
+def glob_matches(pattern: str, name: str) -> bool:
+    """Whether ``name`` matches the shell-style ``pattern``, as written or in canonical form."""
+    if fnmatch.fnmatchcase(name.strip().casefold(), pattern.casefold()):
+        return True
+    return fnmatch.fnmatchcase(canonical(name), canonical(pattern))
