@@ -21,7 +21,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rtcheck"
 FLOORS: list[tuple[str, set[str]]] = [
     (
         "foundation",
-        {"_version", "errors", "units", "durable", "standard_tables", "course", "report", "phantom", "terminal"},
+        {
+            "_version",
+            "errors",
+            "units",
+            "durable",
+            "standard_tables",
+            "course",
+            "report",
+            "phantom",
+            "terminal",
+            "names",
+        },
     ),
     ("files", {"dicomio", "integrity"}),
     ("measure", {"geometry", "dose", "dvh", "assembly"}),
