@@ -38,6 +38,7 @@ from .course import (
     SourceFile,
     StructureSet,
 )
+from .durable import file_sha256
 from .errors import InputError
 
 #: SOP classes rtcheck assembles, by the modality they stand for.
@@ -273,15 +274,6 @@ def _short(exc: BaseException) -> str:
     return text[:160]
 
 
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file's bytes: how reports and audits identify exactly what was checked."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class ReadFile:
     """A whole DICOM file, read once: its dataset and the SHA-256 of its bytes."""
@@ -362,7 +354,7 @@ def source_file(path: Path, ds: Dataset, modality: str, sha256: str | None = Non
         modality=modality,
         sop_class_uid=str(ds.get("SOPClassUID", "")),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-        sha256=sha256 or sha256_of(path),
+        sha256=sha256 or file_sha256(path),
     )
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -34,6 +32,7 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
+from .durable import atomic_copy, fsync_folder, make_folders
 from .errors import ExitCode, InputError, RtcheckError
 
 log = logging.getLogger(__name__)
@@ -225,7 +224,7 @@ class Outbox:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folders(self.folder)
         self.calling_ae = calling_ae
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -241,17 +240,8 @@ class Outbox:
         source = Path(path)
         _file_contexts(source)  # refuse what could never be sent, now rather than forever
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}{self.SUFFIX}"
-        temporary = self.folder / f".{name}.tmp"
-        try:
-            with source.open("rb") as src, temporary.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.flush()
-                os.fsync(dst.fileno())
-            queued = self.folder / name
-            os.replace(temporary, queued)
-        finally:
-            temporary.unlink(missing_ok=True)
-        _fsync_folder(self.folder)
+        queued = self.folder / name
+        atomic_copy(source, queued)
         self._wake.set()
         return queued
 
@@ -283,7 +273,7 @@ class Outbox:
                     log.warning("report %s not stored at %s: %s %s", result.path.name, destination, status,
                                 result.problem)  # fmt: skip
         if stored:
-            _fsync_folder(self.folder)
+            fsync_folder(self.folder)
         return stored
 
     # -- the sender thread ------------------------------------------------------------------
@@ -347,20 +337,6 @@ def _batches(paths: list[Path], size: int) -> list[list[Path]]:
         out[-1].append(path)
         kinds.add(kind)
     return out
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or unlink in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- command line

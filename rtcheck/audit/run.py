@@ -86,7 +86,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -113,6 +112,7 @@ from .._version import __version__
 from ..api import error_report, incomplete_report, load_protocol
 from ..assembly import CourseFiles
 from ..dicomio import UnreadableFile
+from ..durable import atomic_write, make_folders
 from ..errors import ExitCode, InputError, RtcheckError
 from ..protocol import Protocol
 from ..report import Status, worst
@@ -284,11 +284,9 @@ def _result_key(course: AuditCourse, hashes: dict[Path, str], protocol: Protocol
 
 
 def _write(path: Path, text: str) -> None:
-    """Write atomically: a reader (or a killed audit) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write atomically and durably: a reader (or a killed audit) never sees half a file."""
+    make_folders(path.parent)
+    atomic_write(path, text.encode("utf-8"))
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..api import check_course
 from ..assembly import CourseFiles
-from ..dicomio import sha256_of
+from ..durable import file_sha256
 from ..errors import RtcheckError
 from ..protocol import Protocol
 from ..rules import registry
@@ -31,7 +31,7 @@ def hash_files(files: list[Path]) -> list[tuple[Path, str | None, str]]:
     out: list[tuple[Path, str | None, str]] = []
     for path in files:
         try:
-            out.append((path, sha256_of(path), ""))
+            out.append((path, file_sha256(path), ""))
         except OSError as exc:
             out.append((path, None, f"cannot read ({exc.strerror or exc})"))
     return out

@@ -16,21 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .store import atomic_write, fsync_folder, make_folders, safe_name
+from ..durable import atomic_write, file_sha256, fsync_folder, make_folders
+from .store import safe_name
 
 if TYPE_CHECKING:
     from ..assembly import CourseFiles
 
 # ---------------------------------------------------------------------------------------
 # The ledger of checks
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def course_fingerprint(course: CourseFiles) -> tuple[str, list[dict[str, Any]], int]:

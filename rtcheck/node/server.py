@@ -66,13 +66,14 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from ..durable import make_folders, remove_temporary_files
 from ..errors import ExitCode, RtcheckError
 from ..send import Outbox
 from .config import ServeSettings, SettingsError, add_serve_arguments, load_settings
 from .events import LOG, log_event
 from .ledger import Ledger
 from .scheduler import CheckScheduler
-from .store import FOLDER_BY_SOP_CLASS, RT_FOLDERS, ObjectStore, make_folders, remove_temporary_files
+from .store import FOLDER_BY_SOP_CLASS, RT_FOLDERS, ObjectStore
 from .wire import STATUS_OUT_OF_RESOURCES, StoreError, read_header
 from .worker import (
     quiet_pydicom,

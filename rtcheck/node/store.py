@@ -34,12 +34,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..durable import atomic_write, fsync_folder, make_folders, remove_temporary_files
 from .wire import STATUS_INVALID_UID, STATUS_SOP_CLASS_MISMATCH, ObjectHeader, StoreError, uid_problem
 
 if TYPE_CHECKING:
@@ -66,8 +66,6 @@ FOLDER_BY_SOP_CLASS: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.128.1": "PT",  # Legacy Converted Enhanced PET Image
 }
 RT_FOLDERS = ("RTPLAN", "RTSTRUCT", "RTDOSE")
-
-_TEMP_SUFFIX = ".rtcheck-tmp"
 
 
 def patient_key(patient_id: str) -> str:
@@ -165,58 +163,6 @@ def folder_state(folder: Path) -> tuple[int, int, int]:
             size += st.st_size
             newest = max(newest, st.st_mtime_ns)
     return count, size, newest
-
-
-# ---------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{_TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        with open(fd, "wb", closefd=True) as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
-
-
-def make_folders(folder: Path) -> None:
-    """``mkdir -p`` whose new folders survive a power cut (each new entry's parent is fsync'd)."""
-    missing = []
-    while not folder.is_dir():
-        missing.append(folder)
-        folder = folder.parent
-    for new in reversed(missing):
-        try:
-            new.mkdir()
-        except FileExistsError:
-            continue
-        fsync_folder(new.parent)
-
-
-def fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_temporary_files(root: Path) -> int:
-    removed = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
-                Path(dirpath, name).unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import pydicom
 
+from ..durable import atomic_write
 from .ledger import Claim
-from .store import atomic_write
 
 if TYPE_CHECKING:
     from ..assembly import CourseFiles
