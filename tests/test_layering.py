@@ -32,6 +32,7 @@ FLOORS: list[tuple[str, set[str]]] = [
             "phantom",
             "terminal",
             "names",
+            "settings",
         },
     ),
     ("files", {"dicomio", "integrity"}),

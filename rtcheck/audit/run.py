@@ -95,6 +95,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -116,6 +117,7 @@ from ..durable import atomic_write, make_folders
 from ..errors import ExitCode, InputError, RtcheckError
 from ..protocol import Protocol
 from ..report import Status, worst
+from ..settings import Settings
 from ..terminal import configure_logging, printable
 from .db import AuditDatabase, StoredResult, now
 from .discovery import (
@@ -158,41 +160,69 @@ class AuditUsageError(RtcheckError):
     exit_code = ExitCode.USAGE_ERROR
 
 
-def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``rtcheck audit``."""
-    parser.add_argument("roots", nargs="+", type=Path, metavar="ROOT", help="submission folders (walked recursively)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed)")
-    parser.add_argument("--protocol", type=Path, help="protocol YAML (default: the bundled trial protocol)")
-    centre = parser.add_argument_group("centres (first match wins: CSV patient_id, CSV path_prefix, level, DICOM)")
-    centre.add_argument(
-        "--centres", type=Path, metavar="FILE.csv", help="CSV mapping path_prefix and/or patient_id to centre"
+class AuditSettings(Settings):
+    """What ``rtcheck audit`` is asked to do: the command line over ``--config FILE`` (YAML)."""
+
+    roots: list[Path] = Field(default_factory=list, description="submission folders (walked recursively)")
+    out: Path = Field(description="output folder (created if needed)")
+    protocol: Path | None = Field(None, description="protocol YAML (default: the bundled trial protocol)")
+    centres: Path | None = Field(None, description="CSV mapping path_prefix and/or patient_id to centre")
+    centre_level: int | None = Field(
+        None, ge=1, description="the N-th folder below ROOT names the centre (1 = top level)"
     )
-    centre.add_argument(
-        "--centre-level", type=int, metavar="N", help="the N-th folder below ROOT names the centre (1 = top level)"
+    jobs: int | None = Field(None, ge=1, description="worker processes for indexing and checking (default: all cores)")
+    scheduler: str | None = Field(None, description="check on this Dask distributed scheduler (e.g. tcp://host:8786)")
+    recheck: bool = Field(False, description="check every course again, ignoring stored results")
+    no_progress: bool = Field(False, description="no progress bar")
+    pseudonym_key: Path | None = Field(
+        None,
+        description="file holding the secret key of the patient pseudonyms (default: DIR/pseudonym.key, made once)",
     )
-    run = parser.add_argument_group("running")
-    run.add_argument(
-        "-j", "--jobs", type=int, metavar="N", help="worker processes for indexing and checking (default: all cores)"
-    )
-    run.add_argument(
-        "--scheduler", metavar="ADDRESS", help="check on this Dask distributed scheduler (e.g. tcp://host:8786)"
-    )
-    run.add_argument("--recheck", action="store_true", help="check every course again, ignoring stored results")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
-    out = parser.add_argument_group("outputs")
-    out.add_argument(
-        "--pseudonym-key",
-        type=Path,
-        metavar="FILE",
-        help="file holding the secret key of the patient pseudonyms (default: DIR/pseudonym.key, made once)",
-    )
-    out.add_argument(
-        "--headline-rules",
-        metavar="PATTERNS",
-        help="comma-separated rule ids (glob patterns) plotted by centre (default: the protocol's "
+    headline_rules: list[str] | None = Field(
+        None,
+        description="comma-separated rule ids (glob patterns) plotted by centre (default: the protocol's "
         "report.headline_rules)",
     )
+
+    @field_validator("headline_rules", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _some_roots(self) -> AuditSettings:
+        if not self.roots:
+            raise ValueError("no submission folder: give ROOT on the command line or roots in the config file")
+        return self
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``rtcheck audit``: one per :class:`AuditSettings` field, and ``--config``."""
+
+    def option(group: argparse._ActionsContainer, name: str, *flags: str, **kwargs: Any) -> None:
+        field = AuditSettings.model_fields[name]
+        group.add_argument(*flags, dest=name, default=None, help=field.description, **kwargs)
+
+    parser.add_argument(
+        "roots", nargs="*", type=Path, metavar="ROOT", help=AuditSettings.model_fields["roots"].description
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML file with these settings (options given here win)"
+    )
+    option(parser, "out", "--out", type=Path, metavar="DIR")
+    option(parser, "protocol", "--protocol", type=Path)
+    centre = parser.add_argument_group("centres (first match wins: CSV patient_id, CSV path_prefix, level, DICOM)")
+    option(centre, "centres", "--centres", type=Path, metavar="FILE.csv")
+    option(centre, "centre_level", "--centre-level", type=int, metavar="N")
+    run = parser.add_argument_group("running")
+    option(run, "jobs", "-j", "--jobs", type=int, metavar="N")
+    option(run, "scheduler", "--scheduler", metavar="ADDRESS")
+    option(run, "recheck", "--recheck", action="store_true")
+    option(run, "no_progress", "--no-progress", action="store_true")
+    run.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    out = parser.add_argument_group("outputs")
+    option(out, "pseudonym_key", "--pseudonym-key", type=Path, metavar="FILE")
+    option(out, "headline_rules", "--headline-rules", metavar="PATTERNS")
 
 
 # --------------------------------------------------------------------------- progress
@@ -307,7 +337,7 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Settings:
-    """What the command line asks for, checked."""
+    """The settings made ready to run: folders, protocol and centre map read and checked."""
 
     roots: list[Root]
     out: Path
@@ -318,31 +348,23 @@ class _Settings:
     recheck: bool
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> _Settings:
-        roots = make_roots(args.roots)
-        out = Path(args.out).expanduser().resolve()
+    def prepare(cls, settings: AuditSettings) -> _Settings:
+        roots = make_roots(settings.roots)
+        out = settings.out.expanduser().resolve()
         for root in roots:
             if out.is_relative_to(root.path):
-                raise AuditUsageError(f"--out {args.out} lies inside the submission folder {root.path}")
-        jobs = args.jobs if args.jobs is not None else default_jobs()
-        if jobs < 1:
-            raise AuditUsageError("-j needs at least 1 worker")
-        if args.centre_level is not None and args.centre_level < 1:
-            raise AuditUsageError("--centre-level counts folders below ROOT from 1")
-        prefixes, patients = load_centres_csv(args.centres) if args.centres else ([], {})
-        protocol = load_protocol(args.protocol)
-        if args.headline_rules is None:
-            headline = list(protocol.report.headline_rules)
-        else:
-            headline = [p.strip() for p in args.headline_rules.split(",") if p.strip()]
+                raise AuditUsageError(f"--out {settings.out} lies inside the submission folder {root.path}")
+        prefixes, patients = load_centres_csv(settings.centres) if settings.centres else ([], {})
+        protocol = load_protocol(settings.protocol)
+        headline = settings.headline_rules
         return cls(
             roots=roots,
             out=out,
             protocol=protocol,
-            centres=CentreMap(level=args.centre_level, prefixes=prefixes, patients=patients),
-            headline=headline,
-            jobs=jobs,
-            recheck=args.recheck,
+            centres=CentreMap(level=settings.centre_level, prefixes=prefixes, patients=patients),
+            headline=list(protocol.report.headline_rules) if headline is None else headline,
+            jobs=settings.jobs if settings.jobs is not None else default_jobs(),
+            recheck=settings.recheck,
         )
 
     @property
@@ -354,18 +376,19 @@ class _Settings:
 def run_audit(args: argparse.Namespace) -> int:
     """Run ``rtcheck audit`` (options of :func:`add_audit_arguments`); the exit code of the worst course."""
     started = time.perf_counter()
-    settings = _Settings.from_args(args)
-    settings.out.mkdir(parents=True, exist_ok=True)
+    given = AuditSettings.from_args(args, args.config)
+    settings = _Settings.prepare(given)
+    make_folders(settings.out)
     console = Console(stderr=True)
     with _exclusive(settings.out):
-        key = load_or_create_key(settings.out, args.pseudonym_key)
+        key = load_or_create_key(settings.out, given.pseudonym_key)
         db = AuditDatabase.open(settings.out, key.fingerprint)
         local: Executor = PoolExecutor(settings.jobs) if settings.jobs > 1 else SerialExecutor()
         checker: Executor = local
         try:
-            if args.scheduler:
-                checker = DaskExecutor(args.scheduler)
-            with _Progress(console, not args.no_progress and console.is_terminal) as progress:
+            if given.scheduler:
+                checker = DaskExecutor(given.scheduler)
+            with _Progress(console, not given.no_progress and console.is_terminal) as progress:
                 audit = _Audit(settings, key, db, local, checker, progress, started)
                 exit_code = audit.run()
         finally:

@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
+from pydantic import Field, field_validator, model_validator
 
-if TYPE_CHECKING:
-    from ..send import Destination
+from ..send import Destination
+from ..settings import Settings, SettingsError, add_arguments
 
-
-class SettingsError(ValueError):
-    """A setting is missing, unknown or out of range; the message names it."""
+__all__ = ["AllowRule", "ServeSettings", "SettingsError", "add_serve_arguments", "load_settings"]
 
 
 @dataclass(frozen=True)
@@ -52,35 +50,73 @@ class AllowRule:
         return self.ae_title if self.host is None else f"{self.ae_title}@{self.host}"
 
 
-@dataclass(frozen=True)
-class ServeSettings:
+_SECONDS_A_DAY = 24 * 3600
+
+
+class ServeSettings(Settings):
     """Everything the node needs to run; built only by :func:`load_settings`."""
 
-    storage: Path
-    reports: Path
-    ae_title: str = "RTCHECK"
-    port: int = 11112
-    bind: str = "127.0.0.1"
-    protocol: Path | None = None
-    arm: str | None = None
-    allow: tuple[AllowRule, ...] = ()
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    max_object_mb: float = 1024.0
-    max_associations: int = 16
-    max_pdu: int = 131072
-    acse_timeout: float = 30.0
-    dimse_timeout: float = 60.0
-    network_timeout: float = 60.0
-    quiet_period: float = 2.0
-    incomplete_timeout: float = 600.0
-    workers: int = 2
-    report_to: Destination | None = None
-    report_calling_ae: str | None = None
-    report_retry_max: float = 60.0
-    log_level: str = "info"
-    config_file: Path | None = field(default=None, compare=False)
+    ae_title: str = Field("RTCHECK", description="AE title of this node (default RTCHECK)")
+    port: int = Field(11112, ge=1, le=65535, description="TCP port to listen on (default 11112)")
+    bind: str = Field("127.0.0.1", description="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    storage: Path = Field(description="folder where received objects are kept (required)")
+    reports: Path = Field(description="folder where reports are written (required)")
+    protocol: Path | None = Field(None, description="protocol YAML (default: the bundled trial protocol)")
+    arm: str | None = Field(None, description="force the protocol arm instead of detecting it")
+    tls_cert: Path | None = Field(None, description="PEM certificate of this node: enables TLS")
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert")
+    tls_ca: Path | None = Field(
+        None, description="PEM CA bundle: peers must present a certificate it signed (mutual TLS)"
+    )
+    max_object_mb: float = Field(
+        1024.0, ge=0.001, le=1024 * 1024, description="largest object accepted, in MiB (default 1024); larger ones fail"
+    )
+    max_associations: int = Field(
+        16, ge=1, le=1000, description="simultaneous associations (default 16); more are rejected"
+    )
+    max_pdu: int = Field(131072, description="largest PDU this node receives, bytes (default 131072; 0 = no limit)")
+    acse_timeout: float = Field(
+        30.0, ge=1, le=_SECONDS_A_DAY, description="seconds to wait for association messages (default 30)"
+    )
+    dimse_timeout: float = Field(
+        60.0, ge=1, le=_SECONDS_A_DAY, description="seconds to wait for DIMSE messages (default 60)"
+    )
+    network_timeout: float = Field(
+        60.0, ge=1, le=_SECONDS_A_DAY, description="seconds an idle association is kept open (default 60)"
+    )
+    quiet_period: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="seconds without a new object of a course before its report is written (default 2)",
+    )
+    incomplete_timeout: float = Field(
+        600.0,
+        ge=0,
+        le=7 * _SECONDS_A_DAY,
+        description="seconds an incomplete course waits before its not-evaluable report (default 600)",
+    )
+    workers: int = Field(2, ge=1, le=64, description="processes running checks (default 2)")
+    report_to: Destination | None = Field(
+        None,
+        description="AE@host:port of the record system (PACS, archive, TPS) that gets every report as an "
+        "Encapsulated PDF in the plan's study; reports wait on disk while it is down",
+    )
+    report_calling_ae: str | None = Field(
+        None, description="AE title the node calls --report-to with (default: --ae-title)"
+    )
+    report_retry_max: float = Field(
+        60.0,
+        ge=1,
+        le=_SECONDS_A_DAY,
+        description="longest wait, in seconds, between attempts to reach --report-to while it is down (default 60)",
+    )
+    log_level: str = Field("info", description="debug, info, warning or error (default info)")
+    allow: tuple[AllowRule, ...] = Field(
+        (),
+        description="calling AE title allowed to connect, optionally only from HOST (repeatable); "
+        "without any --allow every peer is accepted",
+    )
 
     @property
     def max_object_bytes(self) -> int:
@@ -91,208 +127,112 @@ class ServeSettings:
         """The AE title the node calls ``report_to`` with: its own, unless told otherwise."""
         return self.report_calling_ae or self.ae_title
 
+    @field_validator(
+        "port",
+        "max_object_mb",
+        "max_associations",
+        "max_pdu",
+        "acse_timeout",
+        "dimse_timeout",
+        "network_timeout",
+        "quiet_period",
+        "incomplete_timeout",
+        "workers",
+        "report_retry_max",
+        mode="before",
+    )
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML reads yes/no as booleans, which pydantic would take for 1/0
+            raise ValueError("expected a number")
+        return value
 
-# name -> (type, help). The same names are the YAML keys; defaults live on ServeSettings.
-_OPTIONS: dict[str, tuple[type, str]] = {
-    "ae_title": (str, "AE title of this node (default RTCHECK)"),
-    "port": (int, "TCP port to listen on (default 11112)"),
-    "bind": (str, "address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"),
-    "storage": (Path, "folder where received objects are kept (required)"),
-    "reports": (Path, "folder where reports are written (required)"),
-    "protocol": (Path, "protocol YAML (default: the bundled trial protocol)"),
-    "arm": (str, "force the protocol arm instead of detecting it"),
-    "tls_cert": (Path, "PEM certificate of this node: enables TLS"),
-    "tls_key": (Path, "PEM private key of --tls-cert"),
-    "tls_ca": (Path, "PEM CA bundle: peers must present a certificate it signed (mutual TLS)"),
-    "max_object_mb": (float, "largest object accepted, in MiB (default 1024); larger ones fail"),
-    "max_associations": (int, "simultaneous associations (default 16); more are rejected"),
-    "max_pdu": (int, "largest PDU this node receives, bytes (default 131072; 0 = no limit)"),
-    "acse_timeout": (float, "seconds to wait for association messages (default 30)"),
-    "dimse_timeout": (float, "seconds to wait for DIMSE messages (default 60)"),
-    "network_timeout": (float, "seconds an idle association is kept open (default 60)"),
-    "quiet_period": (float, "seconds without a new object of a course before its report is written (default 2)"),
-    "incomplete_timeout": (
-        float,
-        "seconds an incomplete course waits before its not-evaluable report (default 600)",
-    ),
-    "workers": (int, "processes running checks (default 2)"),
-    "report_to": (
-        str,
-        "AE@host:port of the record system (PACS, archive, TPS) that gets every report as an Encapsulated "
-        "PDF in the plan's study; reports wait on disk while it is down",
-    ),
-    "report_calling_ae": (str, "AE title the node calls --report-to with (default: --ae-title)"),
-    "report_retry_max": (
-        float,
-        "longest wait, in seconds, between attempts to reach --report-to while it is down (default 60)",
-    ),
-    "log_level": (str, "debug, info, warning or error (default info)"),
-}
+    @field_validator("ae_title", "report_calling_ae")
+    @classmethod
+    def _an_ae_title(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or len(value) > 16 or "\\" in value or not value.isascii():
+            raise ValueError("an AE title is 1 to 16 ASCII characters, no backslash")
+        return value
+
+    @field_validator("max_pdu")
+    @classmethod
+    def _a_pdu_size(cls, value: int) -> int:
+        if value != 0 and not 4096 <= value <= 2**32 - 1:
+            raise ValueError(f"must be 0 (no limit) or between 4096 and {2**32 - 1}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _a_log_level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("use debug, info, warning or error")
+        return value.lower()
+
+    @field_validator("bind")
+    @classmethod
+    def _an_address_here(cls, value: str) -> str:
+        try:
+            socket.getaddrinfo(value, None)
+        except socket.gaierror as exc:
+            raise ValueError(f"not an address of this machine ({exc})") from exc
+        return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _a_destination(cls, value: Any) -> Any:
+        return Destination.parse(str(value).strip()) if isinstance(value, str) else value
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _allow_rules(cls, value: Any) -> Any:
+        entries = [value] if isinstance(value, str) else value
+        if not isinstance(entries, (list, tuple)) or not all(isinstance(e, (str, AllowRule)) for e in entries):
+            raise ValueError("must be a list of AE or AE@host strings")
+        return tuple(e if isinstance(e, AllowRule) else parse_allow(e) for e in entries)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeSettings:
+        if self.report_calling_ae is not None and self.report_to is None:
+            raise ValueError("report_calling_ae needs report_to (the destination it calls)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_ca needs tls_cert and tls_key (this node must present a certificate too)")
+        for name, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key), ("tls_ca", self.tls_ca)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path}: no such file")
+        storage, reports = self.storage.resolve(), self.reports.resolve()
+        if storage.is_relative_to(reports) or reports.is_relative_to(storage):
+            raise ValueError(
+                f"storage {storage} and reports {reports} must be separate folders, neither inside the other"
+            )
+        return self
 
 
 _METAVARS = {"report_to": "AE@HOST:PORT", "report_calling_ae": "AE", "report_retry_max": "SECONDS"}
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``rtcheck serve`` to ``parser``.
-
-    Every default is None so that :func:`load_settings` can tell an option that was given
-    from one that was not, and let the config file fill the latter.
-    """
+    """Add the options of ``rtcheck serve`` to ``parser``: one per setting, and ``--config``."""
     parser.add_argument("--config", type=Path, help="YAML file with these settings (options given here win)")
-    for name, (kind, help_text) in _OPTIONS.items():
-        parser.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=kind,
-            default=None,
-            help=help_text,
-            metavar=_METAVARS.get(name),
-        )
+    options = [name for name in ServeSettings.model_fields if name != "allow"]
+    add_arguments(parser, ServeSettings, options, _METAVARS)
     parser.add_argument(
         "--allow",
         action="append",
         default=None,
         metavar="AE[@HOST]",
-        help="calling AE title allowed to connect, optionally only from HOST (repeatable); "
-        "without any --allow every peer is accepted",
+        help=ServeSettings.model_fields["allow"].description,
     )
 
 
 def load_settings(args: argparse.Namespace) -> ServeSettings:
     """Merge the config file (if any) under the command-line options and validate the result."""
-    values: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
-    if config_file is not None:
-        values.update(_read_config(Path(config_file)))
-    for name in [*_OPTIONS, "allow"]:
-        given = getattr(args, name, None)
-        if given is not None:
-            values[name] = given
-    if config_file is not None:
-        values["config_file"] = Path(config_file)
-    return _validate(values)
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML ({exc})") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: the config file must be a mapping of setting: value")
-    out: dict[str, Any] = {}
-    known = {*_OPTIONS, "allow"}
-    for raw_key, value in data.items():
-        key = str(raw_key).replace("-", "_")
-        if key not in known:
-            raise SettingsError(f"{path}: unknown setting {raw_key!r}; known: {', '.join(sorted(known))}")
-        if key == "allow":
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SettingsError(f"{path}: 'allow' must be a list of AE or AE@host strings")
-        elif value is not None:
-            kind = _OPTIONS[key][0]
-            value = _coerce(f"{path}: {key}", kind, value)
-            if kind is Path:
-                value = (path.parent / value) if not value.is_absolute() else value
-        out[key] = value
-    return out
-
-
-def _coerce(where: str, kind: type, value: Any) -> Any:
-    if kind is Path:
-        if not isinstance(value, str):
-            raise SettingsError(f"{where}: expected a path, got {value!r}")
-        return Path(value).expanduser()
-    if kind in (int, float) and isinstance(value, bool):
-        raise SettingsError(f"{where}: expected a number, got {value!r}")
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise SettingsError(f"{where}: expected a whole number, got {value!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{where}: expected {kind.__name__}, got {value!r}") from exc
-
-
-def _validate(values: dict[str, Any]) -> ServeSettings:
-    for required in ("storage", "reports"):
-        if values.get(required) is None:
-            raise SettingsError(f"--{required} is required (on the command line or in the config file)")
-    values = {k: v for k, v in values.items() if v is not None}
-    ae_title = str(values.get("ae_title", "RTCHECK")).strip()
-    if not ae_title or len(ae_title) > 16 or "\\" in ae_title or not ae_title.isascii():
-        raise SettingsError(f"ae_title {ae_title!r}: an AE title is 1 to 16 ASCII characters, no backslash")
-    values["ae_title"] = ae_title
-    _check_report_to(values)
-    _check_range(values, "port", 1, 65535)
-    _check_range(values, "max_associations", 1, 1000)
-    _check_range(values, "workers", 1, 64)
-    _check_range(values, "max_object_mb", 0.001, 1024 * 1024)
-    for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
-        _check_range(values, name, 1, 24 * 3600)
-    _check_range(values, "quiet_period", 0, 3600)
-    _check_range(values, "incomplete_timeout", 0, 7 * 24 * 3600)
-    _check_range(values, "report_retry_max", 1, 24 * 3600)
-    if "max_pdu" in values and values["max_pdu"] != 0:
-        _check_range(values, "max_pdu", 4096, 2**32 - 1)
-    level = str(values.get("log_level", "info")).lower()
-    if level not in ("debug", "info", "warning", "error"):
-        raise SettingsError(f"log_level {level!r}: use debug, info, warning or error")
-    values["log_level"] = level
-    try:
-        socket.getaddrinfo(values.get("bind", "127.0.0.1"), None)
-    except socket.gaierror as exc:
-        raise SettingsError(f"bind {values.get('bind')!r}: not an address of this machine ({exc})") from exc
-    _check_tls(values)
-    storage, reports = Path(values["storage"]).resolve(), Path(values["reports"]).resolve()
-    if storage.is_relative_to(reports) or reports.is_relative_to(storage):
-        raise SettingsError(
-            f"storage {storage} and reports {reports} must be separate folders, neither inside the other"
-        )
-    values["allow"] = tuple(parse_allow(entry) for entry in values.get("allow", ()))
-    return ServeSettings(**values)
-
-
-def _check_report_to(values: dict[str, Any]) -> None:
-    """Parse ``report_to`` into a destination; check ``report_calling_ae`` is an AE title."""
-    from ..send import Destination  # here, not at import: only ``serve`` needs pynetdicom
-
-    if "report_to" in values:
-        try:
-            values["report_to"] = Destination.parse(str(values["report_to"]).strip())
-        except ValueError as exc:
-            raise SettingsError(f"report_to {values['report_to']!r}: {exc}") from exc
-    if "report_calling_ae" in values:
-        calling = str(values["report_calling_ae"]).strip()
-        if not calling or len(calling) > 16 or "\\" in calling or not calling.isascii():
-            raise SettingsError(f"report_calling_ae {calling!r}: an AE title is 1 to 16 ASCII characters, no backslash")
-        if "report_to" not in values:
-            raise SettingsError("report_calling_ae needs report_to (the destination it calls)")
-        values["report_calling_ae"] = calling
-
-
-def _check_range(values: dict[str, Any], name: str, low: float, high: float) -> None:
-    if name in values and not low <= values[name] <= high:
-        raise SettingsError(f"{name} {values[name]!r}: must be between {low} and {high}")
-
-
-def _check_tls(values: dict[str, Any]) -> None:
-    cert, key, ca = values.get("tls_cert"), values.get("tls_key"), values.get("tls_ca")
-    if (cert is None) != (key is None):
-        raise SettingsError("tls_cert and tls_key go together: give both or neither")
-    if ca is not None and cert is None:
-        raise SettingsError("tls_ca needs tls_cert and tls_key (this node must present a certificate too)")
-    for name, path in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
-        if path is not None and not Path(path).is_file():
-            raise SettingsError(f"{name} {path}: no such file")
+    return ServeSettings.from_args(args, Path(config_file) if config_file is not None else None)
 
 
 def parse_allow(entry: str) -> AllowRule:
@@ -300,16 +240,16 @@ def parse_allow(entry: str) -> AllowRule:
     ae_title, sep, host = entry.partition("@")
     ae_title = ae_title.strip()
     if not ae_title or len(ae_title) > 16 or "\\" in ae_title or not ae_title.isascii():
-        raise SettingsError(f"allow {entry!r}: the AE title must be 1 to 16 ASCII characters")
+        raise SettingsError(f"{entry!r}: the AE title must be 1 to 16 ASCII characters")
     if not sep:
         return AllowRule(ae_title)
     host = host.strip()
     if not host:
-        raise SettingsError(f"allow {entry!r}: nothing after '@' (give a host or drop the '@')")
+        raise SettingsError(f"{entry!r}: nothing after '@' (give a host or drop the '@')")
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise SettingsError(f"allow {entry!r}: cannot resolve host {host!r} ({exc})") from exc
+        raise SettingsError(f"{entry!r}: cannot resolve host {host!r} ({exc})") from exc
     return AllowRule(ae_title, host, frozenset(_normalise_ip(str(info[4][0])) for info in infos))
 
 
