@@ -50,13 +50,29 @@ __all__ = [
 
 
 def load_protocol(path: Path | str | None = None, aliases: Sequence[Path | str] = ()) -> Protocol:
-    """Load and validate a protocol YAML (the bundled trial protocol when ``path`` is None).
+    """Load and validate a protocol YAML.
 
-    Every rule's check, unit and params are validated against the registered checks. The
-    aliases file beside the protocol (``<name>.aliases.yaml``), when there is one, and the
-    ``aliases`` files given add a centre's own structure names to the roles.
-    Raises :class:`~rtcheck.errors.ProtocolError` naming the file, the YAML path and the
-    line of the first problems found.
+    Every rule's check, unit and params are validated against the registered checks, so a
+    typo fails here and not in a report.
+
+    Parameters
+    ----------
+    path
+        The protocol YAML; None for the bundled trial protocol.
+    aliases
+        Files of a centre's own structure names, added to the roles (after the aliases file
+        beside the protocol, ``<name>.aliases.yaml``, when there is one).
+
+    Returns
+    -------
+    Protocol
+        The validated protocol, with the SHA-256 of its text (reports cite it).
+
+    Raises
+    ------
+    ProtocolError
+        A file cannot be read or is invalid; the message names the file, the YAML path and
+        the line of the first problems found.
     """
     protocol = read_protocol(path, validate_rule_params)
     files = [aliases_beside(Path(protocol.path)), *(Path(a) for a in aliases)]
@@ -87,11 +103,31 @@ def check_course(
 ) -> Report:
     """Check one course against the protocol and return its report.
 
-    ``arm`` forces the arm instead of detecting it. Raises :class:`rtcheck.errors.InputError`
-    when a file of the course cannot be read at all; everything less drastic (a missing
-    structure set, an unusable dose) becomes not-evaluable rules in the report. To draw
-    figures of the report as well, use :func:`open_workspace` and :func:`check_workspace`,
-    which keep what was read and measured for the renderers.
+    To draw figures of the report as well, use :func:`open_workspace` and
+    :func:`check_workspace`, which keep what was read and measured for the renderers.
+
+    Parameters
+    ----------
+    course_files
+        A course as :func:`find_courses` returns it.
+    protocol
+        The protocol (:func:`load_protocol`).
+    arm
+        The arm to check against; None detects it from the plans (the report says how).
+    debug
+        Let a check that breaks raise instead of making its rule not evaluable.
+
+    Returns
+    -------
+    Report
+        Every rule of the arm with its status, measured value, unit and limits; the verdict
+        is the worst status. Anything less drastic than an unreadable file (a missing
+        structure set, an unusable dose) makes rules not evaluable, never a pass.
+
+    Raises
+    ------
+    InputError
+        ``arm`` is not an arm of the protocol, or a file of the course cannot be read at all.
     """
     return check_workspace(open_workspace(course_files, protocol, arm), debug=debug)
 
@@ -212,7 +248,20 @@ def _unreadable_rule(course_files: CourseFiles) -> RuleResult | None:
 
 
 def incomplete_report(course_files: CourseFiles, protocol: Protocol) -> Report:
-    """The not-evaluable report of a course whose reference chain never became complete."""
+    """The not-evaluable report of a course whose reference chain never became complete.
+
+    Parameters
+    ----------
+    course_files
+        The course, with what is missing in :attr:`CourseFiles.missing`.
+    protocol
+        The protocol the course would have been checked against.
+
+    Returns
+    -------
+    Report
+        One rule, ``course.complete``, not evaluable and naming what is missing.
+    """
     missing = course_files.missing or ["the course is incomplete"]
     rule = RuleResult(
         id="course.complete",
@@ -233,6 +282,20 @@ def error_report(course_files: CourseFiles, protocol: Protocol, reason: str) -> 
 
     A course that breaks the checker must still reach a person, with the reason, instead of
     vanishing from an automatic queue.
+
+    Parameters
+    ----------
+    course_files
+        The course.
+    protocol
+        The protocol it was to be checked against.
+    reason
+        Why the check could not run, in one line.
+
+    Returns
+    -------
+    Report
+        One rule, ``course.check``, not evaluable, with the reason.
     """
     rule = RuleResult(
         id="course.check",
@@ -269,7 +332,29 @@ def _unchecked_report(
 
 
 def check_paths(paths: Sequence[Path | str], protocol: Protocol | None = None, arm: str | None = None) -> list[Report]:
-    """Find every course below ``paths`` and check each (bundled protocol by default)."""
+    """Find every course below ``paths`` and check each.
+
+    Parameters
+    ----------
+    paths
+        Files and folders (searched recursively).
+    protocol
+        The protocol; None for the bundled trial protocol.
+    arm
+        The arm to check against; None detects it per course.
+
+    Returns
+    -------
+    list of Report
+        One report per course, in a stable order.
+
+    Raises
+    ------
+    InputError
+        No plan was found, or a file cannot be read (see :func:`find_courses`).
+    ProtocolError
+        The bundled protocol is invalid (an installation problem).
+    """
     protocol = protocol or load_protocol()
     courses = find_courses([Path(p) for p in paths])
     if not courses:

@@ -254,11 +254,27 @@ def _sort_key(plans: list[IndexedFile]) -> tuple[str, str]:
 def find_courses(paths: Sequence[Path], *, without_plan: bool = False) -> list[CourseFiles]:
     """Index ``paths`` (files and folders) and return the courses found, in a stable order.
 
-    A plan file given on its own brings its siblings: its folder is indexed too, and only
-    the courses holding a plan that was named are returned. Raises :class:`InputError` for
-    a file or folder that cannot be read and lies in no course's folder (those inside one
-    make that course not evaluable): nothing below ``paths`` is skipped in silence.
-    ``without_plan``: see :func:`assemble`.
+    Only file headers are read. A plan file given on its own brings its siblings: its
+    folder is indexed too, and only the courses holding a plan that was named are returned.
+
+    Parameters
+    ----------
+    paths
+        Files and folders (searched recursively).
+    without_plan
+        Also return each structure set that no plan references as a course of its own, with
+        the doses of its patient whose plan is absent (see :func:`assemble`).
+
+    Returns
+    -------
+    list of CourseFiles
+        One entry per course: its plans, structure set and doses, and what is missing.
+
+    Raises
+    ------
+    InputError
+        A file or folder cannot be read and lies in no course's folder (those inside one
+        make that course not evaluable): nothing below ``paths`` is skipped in silence.
     """
     found = discover(paths, without_plan=without_plan)
     if found.unreadable:

@@ -181,8 +181,8 @@ def _check(args: argparse.Namespace) -> int:
     if args.arm is not None and args.arm not in protocol.arms:
         raise InputError(None, f"unknown arm {args.arm!r}; the protocol's arms are {', '.join(protocol.arms)}")
     found = discover(args.paths, without_plan=True)
-    for problem in found.unreadable:
-        _warn(f"{problem.path}: {problem.problem}")
+    for unreadable in found.unreadable:
+        _warn(f"{unreadable.path}: {unreadable.problem}")
     for orphan in found.orphans:
         _warn(orphan)
     if not found.courses:

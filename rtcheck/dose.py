@@ -624,6 +624,7 @@ def select_doses(course: Course, parts: Iterable[ComponentPart]) -> DoseSelectio
         plan_doses = [d for d in own if d.summation_type == "PLAN"]
         if wanted[uid] == {fg.number for fg in plan.fraction_groups} and plan_doses:
             plan_dose = _one(plan_doses, f"PLAN ({_plan_name(plan)})")
+            assert plan_dose is not None  # plan_doses is not empty
             chosen.append(plan_dose)
             how.append(f"{_plan_name(plan)}: PLAN dose {plan_dose.source.path.name}")
             continue

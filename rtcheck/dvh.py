@@ -438,7 +438,8 @@ class _Raster:
         part, row, a, b = self._intervals(parts)
         pairs = self._slab_planes(z_lo, z_hi)
         interior, strips, pieces = self._classify(part, row, a, b)
-        interior_area = np.bincount(interior[0], weights=interior[3] - interior[2], minlength=parts.size)
+        widths = interior[3] - interior[2]
+        interior_area = np.asarray(np.bincount(interior[0], weights=widths, minlength=parts.size), float)
         interior_area *= self.dx * self.dy
         bx, by, barea, bpart = self._boundary_samples(strips, pieces)
         boundary_area = np.bincount(bpart, weights=barea, minlength=parts.size)

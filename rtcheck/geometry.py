@@ -905,7 +905,7 @@ def contract(solid: Solid, margin: float, name: str | None = None) -> Solid:
     lo, hi, z = solid._lo, solid._hi, solid._z
     # the ball around a point of plane z must not reach into a void (beyond a cap, a gap)
     void_lo, void_hi = solid._voids
-    covered = (_overlap_len(z - margin, z + margin, void_lo, void_hi) <= _Z_MERGE_MM).all(axis=1)
+    covered = np.asarray((_overlap_len(z - margin, z + margin, void_lo, void_hi) <= _Z_MERGE_MM).all(axis=1))
     dz = _z_gap(z, z, *solid._surface_ranges)
     k, j = np.nonzero((dz <= margin) & covered[:, None])
     radius = np.sqrt(np.maximum(margin**2 - dz[k, j] ** 2, 0.0))
@@ -950,7 +950,7 @@ class SolidCache:
 
     def _roi(self, key: int | str) -> Roi:
         by_number = isinstance(key, int)
-        roi = self.structure_set.rois.get(key) if by_number else self.structure_set.by_name(key)
+        roi = self.structure_set.rois.get(key) if isinstance(key, int) else self.structure_set.by_name(key)
         if roi is None:
             what = f"ROI number {key}" if by_number else f"ROI named '{key}'"
             raise GeometryError(f"structure set {self.structure_set.source.path}: no {what}")

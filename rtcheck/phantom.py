@@ -85,6 +85,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import (
     PYDICOM_ROOT_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     RTDoseStorage,
@@ -126,6 +127,13 @@ class Shape(Protocol):
     def contains(self, xyz: np.ndarray) -> np.ndarray:
         """Which of the points (..., 3) lie inside (boundary included)."""
         ...
+
+
+class Solid(Shape, Protocol):
+    """A shape whose volume is known in closed form (what a compound adds up)."""
+
+    @property
+    def volume_cc(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -186,7 +194,7 @@ class Ellipsoid:
 class Sphere(Ellipsoid):
     """A sphere: an ellipsoid with equal semi-axes, built from a centre and a radius."""
 
-    def __init__(self, centre: Sequence[float], radius_mm: float) -> None:
+    def __init__(self, centre: Sequence[float] | np.ndarray, radius_mm: float) -> None:
         c = tuple(float(v) for v in centre)
         object.__setattr__(self, "centre", c)
         object.__setattr__(self, "semi_axes_mm", (float(radius_mm),) * 3)
@@ -238,7 +246,7 @@ def cylinder(centre_xy: tuple[float, float], radius_mm: float, z_min: float, z_m
 class _Compound:
     """What a shape made of ``parts`` derives from them: extent, inside test, volume."""
 
-    parts: tuple[Shape, ...]
+    parts: tuple[Solid, ...]
 
     def z_extent(self) -> tuple[float, float]:
         ext = np.array([p.z_extent() for p in self.parts])
@@ -584,7 +592,10 @@ def _experimental(variant: str, d: _Design) -> PhantomSpec:
     peaks = list(d.peaks)
     peak_names = [f"Peak_{i + 1}" for i in range(len(peaks))]
     # The valley dose covers every piece of the SFRT GTV(s).
-    lesions = list(d.gtv_sfrt.parts) if isinstance(d.gtv_sfrt, Union) else [d.gtv_sfrt]
+    lesions: list[Sphere] = []
+    for lesion in d.gtv_sfrt.parts if isinstance(d.gtv_sfrt, Union) else (d.gtv_sfrt,):
+        assert isinstance(lesion, Sphere), "a lesion's dose cloud is spherical"
+        lesions.append(lesion)
     lesion_names = ["GTV_SFRT"] * len(lesions)
     if d.second_lesion:
         rois.append(_target("GTV_SFRT_2", GTV_SFRT_2))
@@ -628,6 +639,7 @@ def _experimental(variant: str, d: _Design) -> PhantomSpec:
 
     sfrt_text = f"SFRT peaks {d.sfrt_rx_gy:g} Gy x {d.sfrt_fractions}"
     ldrt_text = f"LDRT and valley {d.ldrt_rx_gy:g} Gy x {d.ldrt_fractions}"
+    plans: tuple[PlanSpec, ...]
     if d.one_plan:
         plans = (PlanSpec("SFRT_LDRT", f"{sfrt_text}; {ldrt_text}", (sfrt, ldrt), d.ldrt_dose_extent),)
     else:
@@ -945,7 +957,7 @@ def _save(ds: Dataset, path: Path, spec: PhantomSpec) -> Path:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = spec.transfer_syntax_uid
+    meta.TransferSyntaxUID = UID(spec.transfer_syntax_uid)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -286,27 +286,27 @@ class Protocol(_Strict):
             for other in role.unless_roles:
                 if other not in self.roles:
                     raise ValueError(f"role {role_name!r} names unknown role {other!r} in unless_roles")
-        for comp_name, comp in self.components.items():
-            for role in comp.target_roles:
-                if role not in self.roles:
-                    raise ValueError(f"component {comp_name!r} names unknown role {role!r}")
+        for comp_name, comp_spec in self.components.items():
+            for target_role in comp_spec.target_roles:
+                if target_role not in self.roles:
+                    raise ValueError(f"component {comp_name!r} names unknown role {target_role!r}")
         for name, spec in self.derived.items():
             if name in self.roles:
                 raise ValueError(f"derived structure {name!r} has the name of a role")
             for operand in spec.operands:
                 if operand.role not in self.roles:
                     raise ValueError(f"derived structure {name!r} names unknown role {operand.role!r}")
-        for where, role in self.report.roles():
-            if role not in self.roles:
-                raise ValueError(f"report.{where} names unknown role {role!r}")
+        for where, named_role in self.report.roles():
+            if named_role not in self.roles:
+                raise ValueError(f"report.{where} names unknown role {named_role!r}")
         for name in self.report.valley:
             if name not in self.roles and name not in self.derived:
                 raise ValueError(f"report.valley names {name!r}, which is neither a role nor a derived structure")
         seen: dict[str, set[str]] = {}
         for rule in self.rules:
-            for arm in rule.arms:
-                if arm not in self.arms:
-                    raise ValueError(f"rule {rule.id!r} names unknown arm {arm!r}")
+            for arm_name in rule.arms:
+                if arm_name not in self.arms:
+                    raise ValueError(f"rule {rule.id!r} names unknown arm {arm_name!r}")
             arms = set(rule.arms or self.arms)
             if rule.id in seen and seen[rule.id] & arms:
                 raise ValueError(f"rule id {rule.id!r} is used twice for arm(s) {sorted(seen[rule.id] & arms)}")
@@ -423,11 +423,12 @@ _COMPONENT_PARAMS = ("component", "components")
 def _unknown_names(protocol: Protocol, rule: RuleSpec) -> list[tuple[tuple[Any, ...], str]]:
     """Roles and components a rule's params name must exist: a typo must fail at load, not in a report."""
     problems: list[tuple[tuple[Any, ...], str]] = []
-    for key, known, what in (
+    named: list[tuple[str, Mapping[str, object], str]] = [
         *((k, protocol.roles, "role") for k in _ROLE_PARAMS),
         *((k, {**protocol.roles, **protocol.derived}, "role or derived structure") for k in _STRUCTURE_PARAMS),
         *((k, protocol.components, "component") for k in _COMPONENT_PARAMS),
-    ):
+    ]
+    for key, known, what in named:
         value = rule.params.get(key)
         names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
         for name in names:

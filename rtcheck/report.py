@@ -69,7 +69,30 @@ class ItemResult(BaseModel):
 
 
 class RuleResult(BaseModel):
-    """The verdict of one rule, with everything needed to check it by hand."""
+    """The verdict of one rule, with everything needed to check it by hand.
+
+    Attributes
+    ----------
+    id, family, description
+        The rule as the protocol names and describes it.
+    status
+        Per protocol, acceptable variation, unacceptable deviation or not evaluable.
+    value, unit
+        What was measured, in the unit the protocol writes the rule's limits in (None when
+        nothing could be measured).
+    per_protocol, acceptable_variation
+        The limits the value was graded against.
+    message
+        What was found, or why the rule is not evaluable.
+    structures, files
+        Where it was measured.
+    items
+        Per-item results (each peak, each target) when the rule measures several.
+    evidence
+        Further numbers behind the verdict.
+    source
+        The protocol section or reference the rule comes from.
+    """
 
     id: str
     family: str
@@ -132,7 +155,32 @@ class PlanSummary(BaseModel):
 
 
 class Report(BaseModel):
-    """The compliance report of one course."""
+    """The compliance report of one course (its JSON is the report's exchange format).
+
+    Attributes
+    ----------
+    schema_version, rtcheck_version, created
+        Which schema and rtcheck wrote it, and when (UTC).
+    protocol
+        Name, version, SHA-256 and path of the protocol it was checked against.
+    patient_id, patient_name, course_key
+        Whose course, and the key that identifies it (its plans and structure set).
+    plans, files
+        The plans checked and every file read, with SHA-256.
+    arm
+        The arm the course was judged as, and the evidence.
+    verdict
+        The worst status of all rules.
+    counts
+        How many rules have each status.
+    rules
+        One result per rule of the arm, in protocol order.
+    integrity, notes
+        DICOM-RT integrity findings, and what else the reader should know.
+    structure_roles
+        Each drawn ROI name and the protocol roles it plays (and how it was recognised when
+        not by its name).
+    """
 
     schema_version: str = SCHEMA_VERSION
     rtcheck_version: str

@@ -111,8 +111,8 @@ class _DropWhenReaderGone:
 def closed_pipes_end_quietly() -> Iterator[None]:
     """Within this block, a closed standard output or error drops what follows instead of failing."""
     saved = sys.stdout, sys.stderr
-    sys.stdout = _DropWhenReaderGone(saved[0])  # type: ignore[assignment]
-    sys.stderr = _DropWhenReaderGone(saved[1])  # type: ignore[assignment]
+    sys.stdout = _DropWhenReaderGone(saved[0])
+    sys.stderr = _DropWhenReaderGone(saved[1])
     try:
         yield
     finally:

@@ -113,7 +113,7 @@ def _bands(ax: Any, metric: dict[str, Any], lo: float, hi: float) -> None:
     yellow = COLOURS[Status.ACCEPTABLE_VARIATION.value]
     if av is not None:
         spans = [av] if pp is None else [(av[0], pp[0]), (pp[1], av[1])]
-        label = "acceptable variation"
+        label: str | None = "acceptable variation"
         for bottom, top in spans:
             if top > bottom:
                 ax.axhspan(bottom, top, color=yellow, alpha=0.2, lw=0, label=label, zorder=0)

@@ -436,7 +436,7 @@ class _Audit:
         t = time.perf_counter()
         checked = self.check(courses, run_id)
         self.seconds["checking"] = time.perf_counter() - t
-        run = {
+        run: dict[str, Any] = {
             "run_id": run_id,
             "started": started_at,
             "finished": "",

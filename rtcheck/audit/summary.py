@@ -165,7 +165,7 @@ def summarise(
     rules: dict[str, dict[str, Any]] = {}
     for row in rows:
         for rule in row.report.get("rules", []):
-            entry = rules.setdefault(
+            stats = rules.setdefault(
                 rule["id"],
                 {
                     "id": rule["id"],
@@ -177,14 +177,14 @@ def summarise(
                     "by_centre": {},
                 },
             )
-            entry["courses"] += 1
-            entry["statuses"][rule["status"]] += 1
-            centre_counts = entry["by_centre"].setdefault(row.centre, dict.fromkeys(STATUSES, 0))
+            stats["courses"] += 1
+            stats["statuses"][rule["status"]] += 1
+            centre_counts = stats["by_centre"].setdefault(row.centre, dict.fromkeys(STATUSES, 0))
             centre_counts[rule["status"]] += 1
-    for entry in rules.values():
-        st = entry["statuses"]
-        entry["not_per_protocol"] = entry["courses"] - st[Status.PER_PROTOCOL.value]
-        entry["deviation_rate"] = st[Status.UNACCEPTABLE_DEVIATION.value] / entry["courses"]
+    for stats in rules.values():
+        st = stats["statuses"]
+        stats["not_per_protocol"] = stats["courses"] - st[Status.PER_PROTOCOL.value]
+        stats["deviation_rate"] = st[Status.UNACCEPTABLE_DEVIATION.value] / stats["courses"]
     failing = sorted(
         (e for e in rules.values() if e["not_per_protocol"]),
         key=lambda e: (

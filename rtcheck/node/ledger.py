@@ -32,7 +32,7 @@ def course_fingerprint(course: CourseFiles) -> tuple[str, list[dict[str, Any]], 
     The fingerprint changes whenever any file of the course is written again, even with
     identical bytes: a re-export is a new export and gets its own report.
     """
-    records = []
+    records: list[dict[str, Any]] = []
     for path in sorted(course.files):
         st = path.stat()
         records.append({"path": str(path), "sha256": file_sha256(path), "mtime_ns": st.st_mtime_ns})
@@ -204,9 +204,9 @@ class Ledger:
                 queued[self._staged(claim).name] = claim
         released = removed = 0
         for staged in self.outbox.glob(f".*{_STAGED_SUFFIX}"):
-            claim = queued.get(staged.name)
-            if claim is not None:
-                self.release(claim)
+            waiting = queued.get(staged.name)
+            if waiting is not None:
+                self.release(waiting)
                 released += 1
             else:
                 staged.unlink(missing_ok=True)

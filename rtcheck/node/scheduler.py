@@ -228,7 +228,7 @@ class CheckScheduler:
         except BrokenProcessPool:  # a worker died while idle (OOM killer, operator): new pool
             self._replace_broken_executor()
             future = self._executor.submit(run_check_job, job.job)
-        future.add_done_callback(lambda f, j=job: self._queue.put(("done", (j, f))))
+        future.add_done_callback(lambda f: self._queue.put(("done", (job, f))))
 
     def _finished(self, job: _Job, future: concurrent.futures.Future[CheckOutcome]) -> None:
         if self._jobs.get(job.fingerprint) is not job:

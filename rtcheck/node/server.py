@@ -63,7 +63,9 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import EventHandlerType
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # named at import by pynetdicom
 from pynetdicom.transport import ThreadedAssociationServer
 
 from ..durable import make_folders, remove_temporary_files
@@ -147,8 +149,11 @@ class _NodeServer(ThreadedAssociationServer):
                 log_event(logging.WARNING, "tls_refused", peer=_peer(client_address), reason=exc)
                 self.shutdown_request(request)
                 return
-            subject = dict(item[0] for item in (request.getpeercert() or {}).get("subject", ()))
-            log_event(logging.DEBUG, "tls", peer=_peer(client_address), cipher=request.cipher()[0], subject=subject)
+            subject = dict(item[0] for item in (request.getpeercert() or {}).get("subject", ()))  # type: ignore[misc]
+            cipher = request.cipher()
+            log_event(
+                logging.DEBUG, "tls", peer=_peer(client_address), cipher=cipher[0] if cipher else None, subject=subject
+            )
         super().finish_request(request, client_address)
 
     def shutdown(self) -> None:
@@ -254,7 +259,7 @@ class StorageNode:
             log_event(logging.INFO, "cleanup", temporary_files_removed=removed)
         self._start_outbox()
         self.scheduler.start()
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
@@ -270,6 +275,7 @@ class StorageNode:
             evt_handlers=handlers,
             server_class=_NodeServer,
         )
+        assert isinstance(server, _NodeServer)
         server.io_timeout = s.network_timeout
         self._server = server
         self._accept_thread = threading.Thread(target=server.serve_forever, name="rtcheck-accept", daemon=True)
@@ -449,6 +455,7 @@ class StorageNode:
         if session is None:  # the association already ended (peer aborted): nobody else will trigger checks
             session = _Session(peer=f"{event.assoc.requestor.address}:{event.assoc.requestor.port}", closed=True)
         request = event.request
+        assert isinstance(request, C_STORE) and request.DataSet is not None
         sop_class = str(request.AffectedSOPClassUID or "")
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         with request.DataSet.getbuffer() as view:

@@ -240,7 +240,7 @@ def _text(key: str, value: str) -> Dataset:
 def _evidence(report: Report, plan: Dataset) -> list[Dataset]:
     """The report's input objects by study and series (read from their files' headers)."""
     series: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    headers = []
+    headers: list[Dataset] = []
     for f in report.files:
         try:
             headers.append(

@@ -30,6 +30,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -211,7 +212,7 @@ def build_figures(report: Report, workspace: Workspace) -> Figures:
     protocol = workspace.protocol
     peaks = protocol.report.peaks
     plots = [
-        _soft(f"dvh_{name}", f"DVH — {name} (dose per fraction)", lambda n=name: _dvh_plot(scene, n))
+        _soft(f"dvh_{name}", f"DVH — {name} (dose per fraction)", partial(_dvh_plot, scene, name))
         for name in scene.components
     ]
     plots.append(_soft("slices", "Dose slices through the lesion", lambda: _slices_plot(scene)))
@@ -327,7 +328,7 @@ def _component_structures(scene: _Scene, component: str) -> list[tuple[Solid, st
     chosen: dict[str, tuple[Solid, str]] = {}
     targets = ws.component_targets([r for r in spec.target_roles if r in scene.protocol.roles], component)
     for number, _ in sorted(targets.items()):
-        solid = _solid_or_none(lambda n=number: ws.solids.get(n))
+        solid = _solid_or_none(partial(ws.solids.get, number))
         if solid is not None and solid.has_volume:
             chosen.setdefault(solid.name, (solid, "target"))
     if words.peaks is not None and words.peaks in spec.target_roles:
@@ -765,6 +766,7 @@ def _ldrt_plot(scene: _Scene, component: str) -> tuple[Figure, str]:
         ax.axvline(band[1], color="#2a7f3f", lw=0.8, ls="--")
     ceilings = [m for m in scene.markers.get(component, []) if m.low is None and m.high is not None]
     for m in ceilings:
+        assert m.high is not None
         ax.axvline(m.high, color="#a01c1c", lw=0.9, ls="-.")
         ax.annotate(
             m.label,

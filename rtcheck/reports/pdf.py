@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 from functools import cache
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import matplotlib
@@ -218,8 +219,8 @@ def _rule_cells(rule: RuleResult, *, with_source: bool) -> list[object]:
 
 def _rules_table(rules: list[RuleResult], *, with_items: bool, with_source: bool) -> Table:
     head = [_p(h, "small") for h in ("status", "rule", "measured", "per protocol", "acceptable", "finding")]
-    rows: list[list[object]] = [head]
-    style: list[tuple[object, ...]] = [
+    rows: list[list[Any]] = [head]
+    style: list[Any] = [
         ("BACKGROUND", (0, 0), (-1, 0), _HEAD_BG),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LINEBELOW", (0, 0), (-1, -1), 0.4, _LINE),
@@ -241,7 +242,7 @@ def _rules_table(rules: list[RuleResult], *, with_items: bool, with_source: bool
 
 def _items_table(rule: RuleResult) -> Table:
     rows: list[list[object]] = [[_p(h, "small") for h in ("status", "item", "measured", "detail")]]
-    style: list[tuple[object, ...]] = [
+    style: list[Any] = [
         ("BACKGROUND", (0, 0), (-1, 0), _HEAD_BG),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LINEBELOW", (0, 0), (-1, -1), 0.3, _LINE),
@@ -350,7 +351,7 @@ def _figures(figures: Figures | None) -> list[Flowable]:
 
 def _inputs(report: Report) -> list[Flowable]:
     out: list[Flowable] = [CondPageBreak(60 * mm), _p("Inputs", "h2")]
-    info = [
+    info: list[list[Any]] = [
         ["patient ID", _p(report.patient_id)],
         ["patient name", _p(report.patient_name or "—")],
         ["course", _p(report.course_key, "monosmall")],

@@ -212,7 +212,7 @@ def _oar(ctx: CheckContext, name: str) -> Solid:
 def composite(ctx: CheckContext, spec: RuleSpec, params: CompositeParams) -> Measurement:
     """A DVH metric of the course's composite dose (EQD2 or physical), from whichever doses it has."""
     solid = _oar(ctx, params.structure)
-    values = {}
+    values: dict[str, float] = {}
     for label, ab in (("physical", None), ("eqd2", params.alpha_beta_gy)):
         if label == "eqd2" and ab is None:
             continue

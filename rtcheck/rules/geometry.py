@@ -7,7 +7,9 @@ report names the worst one and keeps the per-structure table as evidence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,7 +56,7 @@ def _container(ctx: CheckContext, name: str) -> Solid:
     return solid
 
 
-def _measure(func, *args: Solid) -> float:  # type: ignore[no-untyped-def]
+def _measure(func: Callable[..., float], *args: Solid) -> float:
     try:
         return float(func(*args))
     except GeometryError as exc:
@@ -168,7 +170,7 @@ def lesion_count(ctx: CheckContext, spec: RuleSpec, params: LesionParams) -> Mea
     together = solids[0] if len(solids) == 1 else union(*solids, name=" + ".join(s.name for s in solids))
     lesions = together.components()
     members = ctx.workspace.role_solids(params.members_role) if params.members_role else []
-    evidence = []
+    evidence: list[dict[str, Any]] = []
     for k, lesion in enumerate(lesions, 1):
         inside = [m.name for m in members if overlap_fraction(m, lesion) > 0.5]
         evidence.append({"lesion": k, "volume_cc": round(lesion.volume_cc, 2), "members": inside})
@@ -223,7 +225,7 @@ def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams)
     bad = [i for i in items if i.value]
     message = (
         "; ".join(
-            f"{i.name} overlaps {', '.join(f'{k} ({v} cc)' for k, v in i.detail['overlap_cc'].items())}"  # type: ignore[union-attr]
+            f"{i.name} overlaps {', '.join(f'{k} ({v} cc)' for k, v in i.detail['overlap_cc'].items())}"
             if i.detail.get("overlap_cc")
             else f"{i.name} {i.detail['reason']}"
             for i in bad
