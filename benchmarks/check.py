@@ -1,10 +1,12 @@
 """End to end: ``rtcheck`` on the example course, every rule of the trial protocol.
 
-Target: under 3 s from the command line. The baseline measured in the same run is the
-time Python takes to start, import pydicom and read every file of the course once
-(what any checker has to pay), so the ratio shows what the checking itself costs.
+Target: at most 2.7 times the baseline measured in the same run, best of 5. The baseline
+is the time Python takes to start, import pydicom and read every file of the course once
+(what any checker has to pay), so the ratio shows what the checking itself costs: imports
+beyond pydicom, the protocol, the course model, the rules and the report. The two
+commands take turns, so both see the same load from anything else running on the machine.
 
-    python benchmarks/check.py [--repeats 3]
+    python benchmarks/check.py [--repeats 5]
 """
 
 from __future__ import annotations
@@ -20,31 +22,40 @@ from rtcheck.phantom import write_course
 
 _READ_ONLY = "import sys, pydicom; [pydicom.dcmread(p) for p in sys.argv[1:]]"
 
+#: The most ``rtcheck`` may cost, in multiples of the baseline.
+TARGET_RATIO = 2.7
 
-def _wall(cmd: list[str], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, check=False)
-        best = min(best, time.perf_counter() - start)
-        if proc.returncode not in (0, 1, 2, 3):
-            raise SystemExit(proc.stderr.decode())
-    return best
+
+def _wall(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0, 1, 2, 3):
+        raise SystemExit(proc.stderr.decode())
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "course"
         files = write_course(folder, "compliant")
-        check = _wall([sys.executable, "-m", "rtcheck", str(folder), "--quiet"], args.repeats)
-        read = _wall([sys.executable, "-c", _READ_ONLY, *map(str, files)], args.repeats)
-    print(f"example course: {len(files)} files")
-    print(f"rtcheck, all rules, end to end: {check:.2f} s  (target < 3 s)")
+        check_cmd = [sys.executable, "-m", "rtcheck", str(folder), "--quiet"]
+        read_cmd = [sys.executable, "-c", _READ_ONLY, *map(str, files)]
+        _wall(check_cmd)  # once unmeasured: the files and the package in the page cache
+        checks, reads = [], []
+        for _ in range(args.repeats):
+            checks.append(_wall(check_cmd))
+            reads.append(_wall(read_cmd))
+    check, read = min(checks), min(reads)
+    ratio = check / read
+    print(f"example course: {len(files)} files; best of {args.repeats}, the two commands taking turns")
+    print(f"rtcheck, all rules, end to end: {check:.2f} s")
     print(f"baseline, start Python and read every file with pydicom: {read:.2f} s")
-    print(f"ratio: {check / read:.1f}x the cost of reading the files")
+    verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
+    print(f"ratio: {ratio:.1f}x the cost of reading the files (target at most {TARGET_RATIO}x: {verdict})")
 
 
 if __name__ == "__main__":

@@ -138,8 +138,13 @@ class StructureDose:
 
     @property
     def dmean(self) -> float:
-        """Mean dose (Gy), volume-weighted."""
-        return float(np.dot(self.dose_gy.astype(np.float64), self.weight_cc)) / self._total_cc
+        """Mean dose (Gy), volume-weighted.
+
+        Summed by numpy's pairwise summation, not a BLAS dot product: that one splits the
+        sum over threads (its result then depends on the machine's cores), and on a busy
+        machine its threads wait on each other for tens of milliseconds per structure.
+        """
+        return float((self.dose_gy.astype(np.float64) * self.weight_cc).sum()) / self._total_cc
 
     @property
     def dmax(self) -> float:

@@ -17,6 +17,8 @@ need it become not evaluable) and a ``warning`` otherwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -120,39 +122,62 @@ def conformance(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     iod = _IOD_BY_SOP_CLASS.get(str(ds.get("SOPClassUID", "")))
     if iod is None:
         return []
-    tables = standard_tables.load()
-    modules = tables["iods"][iod]
-    attributes = tables["modules"]
-    for module in modules:
-        attrs = attributes.get(module["key"], [])
-        top_level = [a for a in attrs if not a["path"] and a["type"] in ("1", "2")]
-        present = module["usage"] == "M" or any(a["keyword"] in ds for a in top_level if a["type"] == "1")
-        if not present:
-            continue
-        _check_level(ds, attrs, [], module["key"], out)
+    for module in standard_tables.load()["iods"][iod]:
+        levels = _levels(module["key"])
+        present = module["usage"] == "M" or any(
+            a.tag is not None and a.tag in ds for a in levels.get((), ()) if a.type == "1"
+        )
+        if present:
+            _check_level(ds, levels, (), module["key"], out)
     return out.items
 
 
-def _check_level(ds: Dataset, attrs: list[dict[str, Any]], path: list[str], module: str, out: _Findings) -> None:
+@dataclass(frozen=True)
+class _Attribute:
+    """One Type 1 or 2 attribute of a module table, with what checking it needs looked up once."""
+
+    keyword: str
+    tag: int | None  # None: a keyword pydicom does not know (never present in a dataset)
+    type: str
+    is_sequence: bool
+    is_text: bool
+
+
+@cache
+def _levels(module: str) -> dict[tuple[str, ...], list[_Attribute]]:
+    """A module's attributes by the sequence path they sit in (table order kept).
+
+    A structure set holds thousands of contour items: looking up each item's attributes
+    by its path, rather than filtering the whole table per item, keeps the check cheap.
+    """
+    levels: dict[tuple[str, ...], list[_Attribute]] = {}
+    for attr in standard_tables.load()["modules"].get(module, []):
+        tag = tag_for_keyword(attr["keyword"])
+        vr = dictionary_VR(tag) if tag is not None else ""
+        levels.setdefault(tuple(attr["path"]), []).append(
+            _Attribute(attr["keyword"], tag, attr["type"], vr == "SQ", vr in _TEXT_VRS)
+        )
+    return levels
+
+
+def _check_level(
+    ds: Dataset, levels: dict[tuple[str, ...], list[_Attribute]], path: tuple[str, ...], module: str, out: _Findings
+) -> None:
     where = " > ".join(path)
-    for attr in attrs:
-        if attr["path"] != path:
-            continue
-        kw, typ = attr["keyword"], attr["type"]
-        if kw not in ds:
-            if typ in ("1", "2"):
-                inside = f" in {where}" if where else ""
-                out.add(kw, f"Type {typ} attribute {kw} is missing{inside} (module {module})")
-            continue
+    for attr in levels.get(path, ()):
         # get_item returns the raw element: converting values (e.g. every ContourData
         # coordinate into a DS object) only to see whether they are empty costs seconds.
-        raw = ds.get_item(kw)
-        is_sequence = dictionary_VR(kw) == "SQ"
-        if typ == "1" and _is_empty(ds, kw, raw, is_sequence):
-            out.add(kw, f"Type 1 attribute {kw} is empty (module {module})")
-        if is_sequence:
-            for item in ds[kw].value or []:
-                _check_level(item, attrs, [*path, kw], module, out)
+        raw = ds.get_item(attr.tag) if attr.tag is not None else None
+        if raw is None:
+            if attr.type in ("1", "2"):
+                inside = f" in {where}" if where else ""
+                out.add(attr.keyword, f"Type {attr.type} attribute {attr.keyword} is missing{inside} (module {module})")
+            continue
+        if attr.type == "1" and _is_empty(ds, attr, raw):
+            out.add(attr.keyword, f"Type 1 attribute {attr.keyword} is empty (module {module})")
+        if attr.is_sequence and attr.tag is not None:
+            for item in ds[attr.tag].value or []:
+                _check_level(item, levels, (*path, attr.keyword), module, out)
 
 
 _TEXT_VRS = frozenset(
@@ -160,13 +185,13 @@ _TEXT_VRS = frozenset(
 )
 
 
-def _is_empty(ds: Dataset, kw: str, raw: Any, is_sequence: bool) -> bool:
-    if is_sequence:
-        return not ds[kw].value
+def _is_empty(ds: Dataset, attr: _Attribute, raw: Any) -> bool:
+    if attr.is_sequence and attr.tag is not None:
+        return not ds[attr.tag].value
     value = getattr(raw, "value", None)
     if isinstance(value, bytes):
         # Text values are padded with spaces (UIDs with NUL); binary ones only empty if zero-length.
-        return not value.strip(b" \x00") if dictionary_VR(kw) in _TEXT_VRS else not value
+        return not value.strip(b" \x00") if attr.is_text else not value
     if isinstance(value, str):
         return not value.strip()
     return value is None

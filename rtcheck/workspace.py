@@ -228,7 +228,8 @@ class Workspace:
             try:
                 self._grids[uid] = load_dose_grid(dose, ds)
             except DoseError as exc:
-                self._grids[uid] = exc
+                # Kept without its traceback, whose frames would hold the workspace itself.
+                self._grids[uid] = exc.with_traceback(None)
             if ds is not None:
                 self._dose_datasets[uid] = without_pixels(ds)
         cached = self._grids[uid]
@@ -376,7 +377,8 @@ class Workspace:
                 raise NotEvaluable("the dose grids of the course's fractionations do not overlap")
             axes.append(axis[keep])
         x, y, z = axes
-        parts = [(resample(g, x, y, z), n) for g, n in grids]
+        # The fractionations usually share one grid: their doses are then taken as they are.
+        parts = [(g.dose_gy if same_axes(g.axes, (x, y, z)) else resample(g, x, y, z), n) for g, n in grids]
         sources = tuple(s for g, _ in grids for s in g.sources)
         note = "; ".join(g.note for g, _ in grids)
         template = replace(target, dose_gy=parts[0][0], x_mm=x, y_mm=y, z_mm=z, sources=sources, note=note)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-
-from rich.console import Console, Group
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from ..report import LimitsOut, Report, RuleResult, Status
 from ..terminal import printable
+
+if TYPE_CHECKING:  # rich is imported by the functions that draw with it: a one-line verdict needs none
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
 
 _STYLE = {
     Status.PER_PROTOCOL: "bold green",
@@ -65,10 +67,14 @@ def format_limits(limits: LimitsOut | None, unit: str) -> str:
 
 def _plain(value: object, style: str = "") -> Text:
     """Text from the files, escaped, for rich to show as it is (not as markup)."""
+    from rich.text import Text
+
     return Text(printable(value), style=style)
 
 
 def _badge(status: Status) -> Text:
+    from rich.text import Text
+
     return Text(_ICON[status], style=_STYLE[status])
 
 
@@ -101,6 +107,8 @@ def _severity_key(rule: RuleResult) -> tuple[int, str]:
 
 
 def _rules_table(rules: Iterable[RuleResult], *, title: str, with_items: bool, by_family: bool) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", title_style="bold", pad_edge=False)
     table.add_column("", no_wrap=True)
     table.add_column("rule", no_wrap=True)
@@ -137,6 +145,9 @@ def _rules_table(rules: Iterable[RuleResult], *, title: str, with_items: bool, b
 
 
 def report_renderable(report: Report) -> Group:
+    from rich.console import Group
+    from rich.text import Text
+
     parts: list[object] = []
     verdict = Text("VERDICT: ", style="bold")
     verdict.append(report.verdict.label.upper(), style=_STYLE[report.verdict])
@@ -188,6 +199,8 @@ def print_report(report: Report, console: Console) -> None:
 
 def render_text(report: Report, width: int = 120) -> str:
     """The terminal report as plain text (no colour), e.g. for a .txt next to the JSON."""
+    from rich.console import Console
+
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
     print_report(report, console)
