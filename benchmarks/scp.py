@@ -5,10 +5,11 @@
    run and under the same settings (128 KiB PDU, TCP_NODELAY), to DCMTK ``storescp``.
    Files/s and MB/s are wall-clock times of the whole storescu run. For rtcheck, also
    the time until all 20 reports are on disk.
-2. Latency: the example course (``compliant``) sent again and again; the time from
-   storescu's exit (the last C-STORE answered) to the report's JSON on disk, with the
-   node's default quiet period of 2 s. The check starts as soon as the course is
-   complete, so this is about max(quiet period, check time), not their sum.
+2. Latency: the example course (``compliant``) sent again and again, each time whole in
+   one association; the time from storescu's exit (it has released the association) to
+   the report's JSON on disk, with the node's default settings. A course that came whole
+   in a released association is checked at once, without the quiet period (2 s), so this
+   is about the check time. Target: under 1 s.
 
 Everything listens on and sends to 127.0.0.1 only, except storescp, which cannot bind
 to one address (it listens on all interfaces; we send to 127.0.0.1 only).
@@ -195,13 +196,15 @@ def main() -> None:
             lines = report_lines(node_dir)[-options.latency_runs :]
             check_s = statistics.median(float(r["check_s"]) for r in lines)
             on_disk_s = statistics.median(float(r["since_last_object_s"]) for r in lines)
+            median = statistics.median(latencies)
             print(
-                f"example course, storescu exit -> report on disk, {len(latencies)} runs: "
-                f"median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s"
+                f"example course, storescu released the association -> report on disk, {len(latencies)} runs: "
+                f"median {median:.2f} s, max {max(latencies):.2f} s (target under 1 s: "
+                f"{'met' if median < 1.0 else 'NOT met'})"
             )
             print(
-                f"  last object written -> report on disk: median {on_disk_s:.2f} s = max(quiet period 2.00 s, "
-                f"check {check_s:.2f} s, started early) + node {on_disk_s - max(2.0, check_s):.2f} s"
+                f"  last object written -> report on disk: median {on_disk_s:.2f} s = check {check_s:.2f} s "
+                f"+ node {on_disk_s - check_s:.2f} s (no quiet period: the course came whole, then A-RELEASE)"
             )
         finally:
             stop(node)

@@ -219,6 +219,32 @@ def storescu(node: Node, files: list[Path], *options: str) -> subprocess.Popen[b
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def test_a_course_sent_whole_is_reported_when_the_sender_releases(
+    tmp_path: Path, courses: dict[str, Path], raw_send: None
+) -> None:
+    """A-RELEASE says the sender sent what it meant to: no quiet period for a course it brought whole."""
+    node = Node(tmp_path / "node", "--quiet-period", "60")
+    whole, spread = course_files(courses["sfrt_rx_7gy"]), course_files(courses["control_arm"])
+    try:
+        node.start()
+        assert send_files(scu(), node.port, whole) == [0] * len(whole)
+        released = time.monotonic()
+        node.wait_for_reports("PHANTOM_sfrt_rx_7gy", 1, timeout=40)
+        assert time.monotonic() - released < 40  # well inside the 60 s quiet period
+        plan = next(f for f in spread if f.name.startswith("RP."))
+        assert send_files(scu(), node.port, [f for f in spread if f != plan]) == [0] * (len(spread) - 1)
+        assert send_files(scu(), node.port, [plan]) == [0]
+        aborted = scu().associate("127.0.0.1", node.port, ae_title="RTCHECK")
+        assert aborted.is_established and aborted.send_c_store(whole[0]).Status == 0
+        aborted.abort()
+        time.sleep(3.0)  # the check of the spread course has started; its quiet period is not over
+        assert "early=yes" in node.log()
+        assert not node.reports_of("PHANTOM_control_arm")
+        assert len(node.reports_of("PHANTOM_sfrt_rx_7gy")) == 1  # an aborted re-send waits too
+    finally:
+        node.stop()
+
+
 def scu(calling: str = "SENDER", contexts: list[tuple[str, list[str]]] | None = None) -> AE:
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
@@ -477,9 +503,12 @@ def test_restarts_lose_no_acknowledged_object_and_no_check(
     acknowledged: list[Path] = []
     try:
         node.start()
-        assert send_files(scu(), node.port, a) == [0] * len(a)
-        plan = next(f for f in a if f.name.startswith("RP."))
-        assert send_files(scu(), node.port, [plan]) == [0]  # within the quiet period: still one export
+        plans = [f for f in a if f.name.startswith("RP.")]
+        others = [f for f in a if f not in plans]
+        assert send_files(scu(), node.port, others) == [0] * len(others)
+        # Complete now, but spread over two associations: more may be on the way (quiet period).
+        assert send_files(scu(), node.port, plans) == [0] * len(plans)
+        assert send_files(scu(), node.port, plans[:1]) == [0]  # within the quiet period: still one export
         acknowledged += a
         node.wait_for_reports("PHANTOM_peaks_overdosed_14gy", 1)
         assert "event=check_dropped" in node.log()  # the check started after the first association

@@ -39,9 +39,10 @@ class _Job:
 
     ``claim`` is None while the check is *early*: started as soon as the course was
     complete, before its quiet period ended. Its report is written only if the course
-    is unchanged when the quiet period ends (then the claim is made); otherwise it is
-    dropped. So a report reaches the disk about max(quiet period, check time) after the
-    last object instead of their sum.
+    is unchanged when the quiet period ends, or at once when a released association
+    brought all of it (then the claim is made); otherwise it is dropped. So a report
+    reaches the disk about max(quiet period, check time) after the last object instead of
+    their sum, and the check time after such a release.
     """
 
     fingerprint: str
@@ -70,6 +71,8 @@ class CheckScheduler:
         self.outbox = outbox
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._due: dict[Path, float] = {}
+        #: Per patient, the files of each association released since its courses were last examined.
+        self._released: dict[Path, list[frozenset[Path]]] = {}
         self._jobs: dict[str, _Job] = {}
         self._executor = self._new_executor()
         self._thread = threading.Thread(target=self._run, name="rtcheck-checks", daemon=True)
@@ -97,9 +100,16 @@ class CheckScheduler:
         log_event(logging.INFO, "startup_scan", patients=len(self.store.patient_folders()), to_examine=owed)
         self._thread.start()
 
-    def touch(self, folder: Path) -> None:
-        """An association stored objects of this patient: look at its courses again."""
-        self._queue.put(("touch", folder))
+    def touch(self, folder: Path, *, released: frozenset[Path] | None = None) -> None:
+        """An association stored objects of this patient: look at its courses again.
+
+        ``released``: the files of this patient it stored, when the sender ended it with an
+        A-RELEASE (it has sent what it meant to send). A complete course whose every file
+        came in that association is then checked and reported without the quiet period,
+        which stays for courses that arrive otherwise: spread over several associations
+        (more may be on the way), or in one that was aborted or cut.
+        """
+        self._queue.put(("touch", (folder, released)))
 
     def stop(self) -> None:
         """Finish the checks already running; checks not started stay owed on disk."""
@@ -133,7 +143,10 @@ class CheckScheduler:
                 if kind == "stop":
                     return
                 if kind == "touch":
-                    self._due[payload] = time.time()
+                    folder, released = payload
+                    self._due[folder] = time.time()
+                    if released:
+                        self._released.setdefault(folder, []).append(released)
                 elif kind == "done":
                     self._safely(self._finished, *payload)
                 try:
@@ -154,6 +167,7 @@ class CheckScheduler:
         from ..assembly import find_courses
 
         key = folder.name
+        releases = self._released.pop(folder, [])
         state = folder_state(folder)
         rt_folders = self.store.rt_folders(folder)
         courses = find_courses(rt_folders) if rt_folders else []
@@ -169,7 +183,8 @@ class CheckScheduler:
                 next_due, unresolved = _earliest(next_due, now + self.settings.quiet_period), True
                 continue
             wait = self.settings.quiet_period if course.complete else self.settings.incomplete_timeout
-            due = now >= newest + wait
+            sent_whole = course.complete and any(set(course.files) <= files for files in releases)
+            due = sent_whole or now >= newest + wait
             if not due:
                 next_due, unresolved = _earliest(next_due, newest + wait), True
                 if not course.complete:

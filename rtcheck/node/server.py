@@ -9,10 +9,13 @@ as to any DICOM destination. The node
 2. writes each object to disk atomically, as received, *before* answering success
    (:mod:`rtcheck.node.store`), so an acknowledged object survives any crash;
 3. when an association ends, assembles the courses of the patients it touched; a
-   complete course is checked in a worker process, and its report is written once no
-   object of the course arrived for the quiet period (the check starts right away and is
-   thrown away if the course changes meanwhile); a course that stays incomplete gets a
-   not-evaluable report after the incomplete-course timeout;
+   complete course is checked in a worker process. Its report is written as soon as the
+   check ends when the sender released (A-RELEASE) the association that brought every
+   object of the course; otherwise (a course spread over several associations, an
+   association aborted or cut) once no object of the course arrived for the quiet period
+   (the check starts right away and is thrown away if the course changes meanwhile). A
+   course that stays incomplete gets a not-evaluable report after the incomplete-course
+   timeout;
 4. with ``--report-to AE@host:port``, also makes each report as an Encapsulated PDF in the
    plan's study (in the worker, with the figures), writes it next to the JSON as ``.dcm``,
    queues a copy in ``<reports>/.rtcheck/outbox`` and sends it to the record system
@@ -182,6 +185,8 @@ class _Session:
     bytes: int = 0
     echoes: int = 0
     patients: set[Path] = field(default_factory=set)
+    #: The files it stored: a released association that brought a whole course ends its wait.
+    files: set[Path] = field(default_factory=set)
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -428,6 +433,7 @@ class StorageNode:
         with session.lock:
             session.closed = True
             patients = set(session.patients)
+            files = set(session.files) if session.outcome == "released" else None
         log_event(
             logging.INFO,
             "association",
@@ -441,7 +447,8 @@ class StorageNode:
             seconds=f"{time.monotonic() - session.started:.3f}",
         )
         for folder in patients:
-            self.scheduler.touch(folder)
+            released = None if files is None else frozenset(f for f in files if folder in f.parents)
+            self.scheduler.touch(folder, released=released)
 
     def _on_echo(self, event: evt.Event) -> int:
         self._session(event.assoc).echoes += 1
@@ -497,6 +504,7 @@ class StorageNode:
             session.stored += 1
             session.bytes += size
             session.patients.add(patient)
+            session.files.add(stored.path)
             late = session.closed  # the peer left while we were writing: trigger checks ourselves
         log_event(
             logging.INFO,
