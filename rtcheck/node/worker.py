@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass
@@ -75,7 +76,17 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
     A check that raises still gets its report: not evaluable, with the reason, so a
     course that breaks the checker is seen by a person instead of vanishing from the queue.
     The DICOM report (figures and PDF: a second or two) is made here too, in the worker.
+    The cyclic garbage collector pauses meanwhile (a report sooner); what the check leaves
+    is collected after it.
     """
+    gc.disable()
+    try:
+        return _check(job)
+    finally:
+        gc.enable()
+
+
+def _check(job: CheckJob) -> CheckOutcome:
     from ..api import check_workspace, error_report, incomplete_report, open_workspace
 
     started = time.monotonic()
@@ -193,8 +204,14 @@ def init_worker(node_pid: int) -> None:
 
 
 def warm_up(protocol_path: Path | None) -> str:
-    """Import the checker and read the protocol in a fresh worker, before the first course."""
+    """Import the checker and read the protocol in a fresh worker, before the first course.
+
+    What this loads lives as long as the worker: it is moved out of the cyclic garbage
+    collector's sight (:func:`gc.freeze`), so that collections walk only what checks make.
+    """
     from .. import api  # noqa: F401
     from ..reports import text  # noqa: F401
 
-    return load_protocol_cached(protocol_path).protocol.name
+    name = load_protocol_cached(protocol_path).protocol.name
+    gc.freeze()
+    return name
