@@ -40,6 +40,7 @@ from .course import (
 )
 from .durable import file_sha256
 from .errors import InputError
+from .wellformed import MalformedDataset, check_well_formed, data_set_start, inflate
 
 #: SOP classes rtcheck assembles, by the modality they stand for.
 RT_SOP_CLASSES: dict[str, str] = {
@@ -288,7 +289,7 @@ def read_file(path: Path) -> ReadFile:
 
     Every failure becomes a one-line :class:`InputError`. pydicom returns a shortened
     dataset, without complaint, for a file cut inside a sequence or inside the pixel data,
-    so truncation is checked here explicitly (:func:`check_not_truncated`).
+    so the bytes are walked too (:func:`check_whole`).
     """
     try:
         data = path.read_bytes()
@@ -300,7 +301,7 @@ def read_file(path: Path) -> ReadFile:
         raise InputError(path, f"truncated or corrupt DICOM ({_short(exc)})") from exc
     if "SOPClassUID" not in ds:
         raise InputError(path, NOT_DICOM)
-    check_not_truncated(path, ds, data)
+    check_whole(path, data, ds)
     return ReadFile(path, ds, hashlib.sha256(data).hexdigest())
 
 
@@ -309,42 +310,25 @@ def read_dataset(path: Path) -> Dataset:
     return read_file(path).dataset
 
 
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+#: What a deflated file may inflate to: far above any RT object, far below a deflate bomb.
+_INFLATE_LIMIT = 4 << 30
 
 
-def check_not_truncated(path: Path, ds: Dataset, data: bytes | None = None) -> None:
-    """Raise :class:`InputError` when the file ends before its last element does.
+def check_whole(path: Path, data: bytes, ds: Dataset) -> None:
+    """Raise :class:`InputError` when the file's data set is cut short or malformed.
 
-    Truncation always shows at the end of the file, so the last top-level element is
-    enough: with a defined length it must end within the file; with an undefined length
-    (a sequence) the file must end with its sequence delimitation item. ``data`` is the
-    file's bytes when they have been read already.
+    ``ds`` is the file as pydicom read it, which says how the data set is encoded.
     """
-    tags = sorted(ds.keys())
-    if not tags:
-        raise InputError(path, "truncated or corrupt DICOM (no data elements)")
-    raw = ds.get_item(tags[-1])
-    tell = getattr(raw, "value_tell", None)
-    length = getattr(raw, "length", None)
-    if tell is None or length is None:
-        return  # already converted: nothing left to compare against the file
-    size = path.stat().st_size if data is None else len(data)
-    if length == _UNDEFINED_LENGTH:
-        if data is None:
-            with path.open("rb") as fh:
-                fh.seek(max(0, size - 8))
-                tail = fh.read(8)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    implicit, little = ds.original_encoding
+    body = memoryview(data)[data_set_start(data) :]
+    try:
+        if syntax is not None and UID(syntax).is_deflated:
+            check_well_formed(inflate(body, _INFLATE_LIMIT), implicit_vr=False)
         else:
-            tail = data[-8:]
-        ends_well = tail == _SEQUENCE_DELIMITER
-    else:
-        ends_well = tell + length <= size
-    if not ends_well:
-        raise InputError(
-            path,
-            f"truncated DICOM file: element {tags[-1]} ends after the end of the file ({size} bytes)",
-        )
+            check_well_formed(body, implicit_vr=bool(implicit), little_endian=little is not False)
+    except MalformedDataset as exc:
+        raise InputError(path, f"truncated or corrupt DICOM ({exc})") from exc
 
 
 def source_file(path: Path, ds: Dataset, modality: str, sha256: str | None = None) -> SourceFile:

@@ -33,6 +33,7 @@ FLOORS: list[tuple[str, set[str]]] = [
             "terminal",
             "names",
             "settings",
+            "wellformed",
         },
     ),
     ("files", {"dicomio", "integrity"}),

@@ -45,8 +45,9 @@ from pynetdicom.sop_class import (
 from rtcheck.api import check_course, find_courses, load_protocol
 from rtcheck.node.config import SettingsError, load_settings
 from rtcheck.node.store import ObjectStore, safe_name
-from rtcheck.node.wire import ObjectHeader, check_well_formed, uid_problem
+from rtcheck.node.wire import ObjectHeader, uid_problem
 from rtcheck.phantom import write_course, write_ct_series
+from rtcheck.wellformed import check_well_formed
 
 RT_CLASSES = [RTPlanStorage, RTStructureSetStorage, RTDoseStorage]
 QUIET_S = 0.5

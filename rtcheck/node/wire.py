@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from io import BytesIO
-from typing import TYPE_CHECKING
 
 import pydicom
-from pydicom.datadict import dictionary_VR
 
-if TYPE_CHECKING:
-    pass
+from ..wellformed import MalformedDataset, TooLarge, check_well_formed, inflate
 
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
@@ -52,143 +47,6 @@ def uid_problem(value: object) -> str | None:
     if not _UID.fullmatch(text):
         return "is not dot-separated numbers without leading zeros"
     return None
-
-
-# ---------------------------------------------------------------------------------------
-# Well-formedness of a received data set
-
-
-class MalformedDataset(ValueError):
-    """The encoded data set is not a well-formed sequence of DICOM data elements."""
-
-
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_PIXEL_DATA = 0x7FE00010
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-_MAX_DEPTH = 32
-
-
-def check_well_formed(data: bytes | memoryview, implicit_vr: bool) -> None:
-    """Walk every element, item and fragment of a little-endian data set without decoding values.
-
-    pydicom reads lazily and forgives a data set cut short, so a truncated object would
-    decode "fine" and be acknowledged; this walk checks that each length fits in what
-    remains and that every sequence and item is closed. It costs one pass over the
-    element headers (values are skipped, not converted).
-    """
-    buf = memoryview(data)
-    _walk_dataset(buf, 0, len(buf), implicit_vr, 0, until_delimiter=False)
-
-
-def _walk_dataset(buf: memoryview, pos: int, end: int, implicit: bool, depth: int, until_delimiter: bool) -> int:
-    while pos < end:
-        if end - pos < 8:
-            raise MalformedDataset(f"{end - pos} stray bytes at offset {pos} (truncated?)")
-        group, element = struct.unpack_from("<HH", buf, pos)
-        tag = group << 16 | element
-        if tag == _ITEM_END:
-            if not until_delimiter:
-                raise MalformedDataset(f"item delimiter outside an item at offset {pos}")
-            return pos + 8
-        if group == 0xFFFE:
-            raise MalformedDataset(f"unexpected ({group:04X},{element:04X}) at offset {pos}")
-        start = pos
-        if implicit:
-            vr = None
-            (length,) = struct.unpack_from("<I", buf, pos + 4)
-            pos += 8
-        else:
-            vr = bytes(buf[pos + 4 : pos + 6])
-            if not (vr.isalpha() and vr.isupper()):
-                raise MalformedDataset(f"({group:04X},{element:04X}) at offset {start} has no valid VR")
-            if vr in _LONG_VRS:
-                if end - pos < 12:
-                    raise MalformedDataset(f"({group:04X},{element:04X}) at offset {start} is cut short")
-                (length,) = struct.unpack_from("<I", buf, pos + 8)
-                pos += 12
-            else:
-                (length,) = struct.unpack_from("<H", buf, pos + 6)
-                pos += 8
-        if length == _UNDEFINED:
-            if tag == _PIXEL_DATA and not implicit:
-                pos = _walk_fragments(buf, pos, end)
-            elif implicit or vr == b"SQ":
-                pos = _walk_sequence(buf, pos, end, implicit, depth + 1, defined=False)
-            elif vr == b"UN":  # an undefined-length UN is a sequence in implicit VR (PS3.5 6.2.2)
-                pos = _walk_sequence(buf, pos, end, True, depth + 1, defined=False)
-            else:
-                raise MalformedDataset(f"({group:04X},{element:04X}) has undefined length with VR {vr!r}")
-            continue
-        if length > end - pos:
-            raise MalformedDataset(
-                f"({group:04X},{element:04X}) at offset {start} claims {length} bytes, "
-                f"only {end - pos} remain (truncated?)"
-            )
-        if vr == b"SQ" or (implicit and _is_sequence(tag)):
-            _walk_sequence(buf, pos, pos + length, implicit, depth + 1, defined=True)
-        pos += length
-    if until_delimiter:
-        raise MalformedDataset("an undefined-length item has no delimiter (truncated?)")
-    return pos
-
-
-def _walk_sequence(buf: memoryview, pos: int, end: int, implicit: bool, depth: int, defined: bool) -> int:
-    if depth > _MAX_DEPTH:
-        raise MalformedDataset(f"sequences nested deeper than {_MAX_DEPTH}")
-    while not (defined and pos == end):
-        if end - pos < 8:
-            raise MalformedDataset(f"sequence cut short at offset {pos} (truncated?)")
-        tag = struct.unpack_from("<HH", buf, pos)
-        tag_value = tag[0] << 16 | tag[1]
-        (length,) = struct.unpack_from("<I", buf, pos + 4)
-        pos += 8
-        if tag_value == _SEQUENCE_END:
-            return pos
-        if tag_value != _ITEM:
-            raise MalformedDataset(f"expected an item in a sequence at offset {pos - 8}")
-        if length == _UNDEFINED:
-            pos = _walk_dataset(buf, pos, end, implicit, depth, until_delimiter=True)
-        elif length > end - pos:
-            raise MalformedDataset(f"item at offset {pos - 8} claims {length} bytes, only {end - pos} remain")
-        else:
-            _walk_dataset(buf, pos, pos + length, implicit, depth, until_delimiter=False)
-            pos += length
-    return pos
-
-
-def _walk_fragments(buf: memoryview, pos: int, end: int) -> int:
-    while True:
-        if end - pos < 8:
-            raise MalformedDataset(f"encapsulated pixel data cut short at offset {pos} (truncated?)")
-        tag = struct.unpack_from("<HH", buf, pos)
-        (length,) = struct.unpack_from("<I", buf, pos + 4)
-        pos += 8
-        if (tag[0] << 16 | tag[1]) == _SEQUENCE_END:
-            return pos
-        if (tag[0] << 16 | tag[1]) != _ITEM or length == _UNDEFINED or length > end - pos:
-            raise MalformedDataset(f"bad pixel data fragment at offset {pos - 8}")
-        pos += length
-
-
-@lru_cache(maxsize=4096)
-def _is_sequence(tag: int) -> bool:
-    try:
-        return dictionary_VR(tag) == "SQ"
-    except KeyError:  # private or unknown: opaque bytes, its length was checked
-        return False
-
-
-def inflate(data: bytes | memoryview, limit: int) -> bytes:
-    """Inflate a Deflated Explicit VR Little Endian data set, refusing more than ``limit`` bytes."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise MalformedDataset(f"deflated data set does not inflate ({exc})") from exc
-    if len(out) > limit:
-        raise StoreError(STATUS_OUT_OF_RESOURCES, f"inflates to more than {limit} bytes")
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,6 +92,8 @@ def read_header(
             study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
             patient_id=str(ds.get("PatientID", "") or ""),
         )
+    except TooLarge as exc:
+        raise StoreError(STATUS_OUT_OF_RESOURCES, str(exc)) from exc
     except MalformedDataset as exc:
         raise StoreError(STATUS_MALFORMED, f"malformed data set: {exc}") from exc
     except StoreError:
