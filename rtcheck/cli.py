@@ -14,13 +14,14 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ._version import __version__
-from .errors import ExitCode, InputError, RtcheckError
+from .errors import ExitCode, InputError, RtcheckError, UsageError
 from .terminal import closed_pipes_end_quietly, configure_logging, printable
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .protocol import Protocol
     from .report import Report
 
-SUBCOMMANDS = ("check", "serve", "send", "audit", "example", "protocol")
+SUBCOMMANDS = ("check", "serve", "send", "audit", "example", "protocol", "dvh")
 
 #: Exit code of a verdict (a :class:`rtcheck.report.Status` value; the report model is
 #: imported only by the commands that check).
@@ -92,6 +93,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     example.add_argument("--variant", default="compliant", help="which variant of the phantom course")
     example.add_argument("--list", action="store_true", help="list the variants and exit")
 
+    dvh = sub.add_parser("dvh", help="DVH metrics of every structure of a structure set under a dose (no plan needed)")
+    if command in (None, "dvh"):
+        from .dvh_table import add_dvh_arguments
+
+        add_dvh_arguments(dvh)
+
     proto = sub.add_parser("protocol", help="validate a protocol YAML and list its rules")
     proto.add_argument("file", type=Path, nargs="?", help="protocol YAML (default: the bundled one)")
 
@@ -115,6 +122,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _OncePerMessage(logging.Filter):
+    """Let each distinct message through once (the same odd value in every file of an export)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _pydicom_warnings_once(*, quiet: bool) -> None:
+    """One line per reading problem pydicom reports, none with --quiet.
+
+    pydicom both logs each problem and raises it as a Python warning: the warning is
+    silenced and the log record, which goes through rtcheck's escaping handler, kept once.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    log = logging.getLogger("pydicom")
+    log.addFilter(_OncePerMessage())
+    if quiet:
+        log.setLevel(logging.ERROR)
+
+
 def _normalise(argv: Sequence[str]) -> list[str]:
     """Make ``check`` the default subcommand: ``rtcheck plan.dcm`` is ``rtcheck check plan.dcm``."""
     args = list(argv)
@@ -132,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     debug = bool(getattr(args, "debug", False))
     configure_logging(logging.DEBUG if debug else logging.WARNING)
+    _pydicom_warnings_once(quiet=bool(getattr(args, "quiet", False)) and not debug)
     with closed_pipes_end_quietly():
         return _run(parser, args, debug)
 
@@ -144,6 +182,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, debug: bool)
             return _example(args)
         if args.command == "protocol":
             return _protocol(args)
+        if args.command == "dvh":
+            from .dvh_table import run_dvh
+
+            return run_dvh(args)
         if args.command == "serve":
             from .node.server import run_serve
 
@@ -264,7 +306,12 @@ def _write_files(args: argparse.Namespace, courses: list[CourseFiles], protocol:
 
     if args.output is None:
         raise InputError(None, f"--format {args.format} writes a file: give -o FILE (or -o DIR for several courses)")
-    to_folder = len(courses) > 1 or args.output.is_dir()
+    to_folder = args.output.is_dir() or str(args.output).endswith(("/", os.sep))
+    if len(courses) > 1 and not to_folder:
+        raise UsageError(
+            f"-o {args.output}: {len(courses)} courses found, one --format {args.format} file each;"
+            f" give a folder (-o {args.output.with_suffix('')}/) or check one course at a time"
+        )
     if to_folder:
         args.output.mkdir(parents=True, exist_ok=True)
     reports = []

@@ -40,6 +40,12 @@ class InputError(RtcheckError):
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 
+class UsageError(RtcheckError):
+    """The command line asks for something that cannot be done as given."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
 class ProtocolError(RtcheckError):
     """The protocol YAML is malformed; the message names the YAML path and line."""
 

@@ -76,6 +76,7 @@ import shapely
 
 from rtcheck.course import Contour, Roi, StructureSet
 from rtcheck.errors import RtcheckError
+from rtcheck.planes import COPLANAR_TOLERANCE_MM, contour_plane
 
 #: Contours whose mean z differ by less than this lie on the same plane.
 PLANE_TOLERANCE_MM = 0.01
@@ -93,6 +94,24 @@ _OPEN_TYPES = frozenset({"OPEN_PLANAR", "OPEN_NONPLANAR"})
 
 class GeometryError(RtcheckError):
     """A structure cannot give the measure asked for (no volume, unknown name, ...)."""
+
+
+class TiltedPlanesError(GeometryError):
+    """A ROI drawn on coplanar contours whose planes are not axial (a tilted image set).
+
+    Valid DICOM, but rtcheck's solids are stacks of axial planes: rather than measure a
+    projection, every rule that needs the ROI is not evaluable, with this reason.
+    """
+
+
+def _refuse_tilted(points: np.ndarray, name: str) -> None:
+    """Raise :class:`TiltedPlanesError` when a contour is coplanar on a non-axial plane."""
+    plane = contour_plane(points)
+    if plane is not None and plane.deviation_mm <= COPLANAR_TOLERANCE_MM and not plane.is_axial:
+        raise TiltedPlanesError(
+            f"ROI '{name}' is drawn on tilted planes ({plane.describe()}): rtcheck builds solids and DVHs"
+            " from axial planes only, so it does not measure structures of a tilted image set"
+        )
 
 
 @dataclass(frozen=True)
@@ -402,6 +421,7 @@ def _slabs_from_closed(
                 z_mean[i],
             )
         else:
+            _refuse_tilted(closed[i], name)
             report("error", f"a closed contour is not planar ({spread}); left out", z_mean[i])
             usable[i] = False
     if not usable.any():

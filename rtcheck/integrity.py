@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 
 from . import standard_tables
 from .course import Course, StructureSet
+from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane
 from .report import IntegrityFinding
 
 #: Attributes rtcheck reads: a conformance problem with one of these is an error.
@@ -92,7 +93,7 @@ SUMMATION_TYPES = {
     "RECORD",
 }
 GEOMETRIC_TYPES = {"POINT", "OPEN_PLANAR", "OPEN_NONPLANAR", "CLOSED_PLANAR", "CLOSEDPLANAR_XOR"}
-_PLANAR_TOLERANCE_MM = 0.01
+_PLANAR_TYPES = frozenset({"OPEN_PLANAR", "CLOSED_PLANAR", "CLOSEDPLANAR_XOR"})
 
 
 def _tag_text(keyword: str) -> str:
@@ -219,6 +220,7 @@ def plan_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
 
 def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[IntegrityFinding]:
     out = _Findings(path)
+    tilted: dict[str, ContourPlane] = {}
     for roi in ss.rois.values():
         for i, contour in enumerate(roi.contours):
             gt = contour.geometric_type
@@ -229,11 +231,15 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
             pts = contour.points
             if gt in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR") and len(pts) < 3:
                 out.add("ContourData", f"{label}: closed contour with {len(pts)} point(s) (at least 3 needed)")
-            if gt != "POINT" and gt != "OPEN_NONPLANAR" and len(pts) and np.ptp(pts[:, 2]) > _PLANAR_TOLERANCE_MM:
+            plane = contour_plane(pts) if gt in _PLANAR_TYPES and len(pts) else None
+            if plane is not None and plane.deviation_mm > COPLANAR_TOLERANCE_MM:
                 out.add(
                     "ContourData",
-                    f"{label}: planar contour spans z {pts[:, 2].min():g}..{pts[:, 2].max():g} mm",
+                    f"{label}: planar contour is not coplanar (a point lies {plane.deviation_mm:.2f} mm off"
+                    " its best plane)",
                 )
+            elif plane is not None and not plane.is_axial and gt in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR"):
+                tilted.setdefault(roi.name, plane)
     for item in ds.get("ROIContourSequence", []):
         for c in item.get("ContourSequence", []):
             declared = c.get("NumberOfContourPoints")
@@ -248,6 +254,16 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
                     f"ROI {item.get('ReferencedROINumber')}: NumberOfContourPoints {declared}"
                     f" but ContourData holds {count} values",
                 )
+    if tilted:
+        first = next(iter(tilted.values()))
+        names = ", ".join(tilted)
+        # Valid DICOM, stated once: the rules that measure these structures say they cannot.
+        out.add(
+            "ContourData",
+            f"closed contours of {len(tilted)} ROI(s) ({names}) lie on tilted planes ({first.describe()}):"
+            " rtcheck measures structures drawn on axial planes only",
+            error=False,
+        )
     known = set(ss.rois)
     for item in ds.get("RTROIObservationsSequence", []):
         ref = item.get("ReferencedROINumber")

@@ -260,6 +260,10 @@ class RuleSpec(_Strict):
         return self.id.split(".", 1)[0]
 
 
+#: A citation in a rule's source: a reference key in square brackets.
+_CITED = re.compile(r"\[([A-Za-z0-9][A-Za-z0-9.\-]*)\]")
+
+
 class Protocol(_Strict):
     """A whole protocol. Build it with :func:`rtcheck.api.load_protocol`, which also checks the rules' params."""
 
@@ -270,6 +274,9 @@ class Protocol(_Strict):
     arms: dict[str, ArmSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(min_length=1)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    #: The literature the rules cite, each listed once: key -> full reference. A rule's
+    #: ``source`` names keys in [brackets]; every bracketed key must be listed here.
+    references: dict[str, str] = Field(default_factory=dict)
     #: SHA-256 of the YAML text, so every report says exactly which protocol judged it.
     sha256: str = ""
     path: str = ""
@@ -302,6 +309,13 @@ class Protocol(_Strict):
         for name in self.report.valley:
             if name not in self.roles and name not in self.derived:
                 raise ValueError(f"report.valley names {name!r}, which is neither a role nor a derived structure")
+        if self.references:
+            for rule in self.rules:
+                unknown = [k for k in _CITED.findall(rule.source) if k not in self.references and k != "inference"]
+                if unknown:
+                    raise ValueError(
+                        f"rule {rule.id!r} cites [{unknown[0]}], which the references: section does not list"
+                    )
         seen: dict[str, set[str]] = {}
         for rule in self.rules:
             for arm_name in rule.arms:

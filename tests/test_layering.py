@@ -34,6 +34,7 @@ FLOORS: list[tuple[str, set[str]]] = [
             "names",
             "settings",
             "wellformed",
+            "planes",
         },
     ),
     ("files", {"dicomio", "integrity"}),
@@ -44,7 +45,7 @@ FLOORS: list[tuple[str, set[str]]] = [
     ("engine", {"engine"}),
     ("api", {"api"}),
     ("renderers", {"reports"}),
-    ("programs", {"send", "node", "audit"}),
+    ("programs", {"send", "node", "audit", "dvh_table"}),
     ("command line", {"cli", "__main__", ""}),
 ]
 

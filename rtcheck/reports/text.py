@@ -14,14 +14,15 @@ own, colour the output or inject rich markup.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ..report import LimitsOut, Report, RuleResult, Status
 from ..terminal import printable
 
 if TYPE_CHECKING:  # rich is imported by the functions that draw with it: a one-line verdict needs none
-    from rich.console import Console, Group
+    from rich.console import Console, ConsoleOptions, Group, RenderResult
+    from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
@@ -144,6 +145,55 @@ def _rules_table(rules: Iterable[RuleResult], *, title: str, with_items: bool, b
     return table
 
 
+#: Below this width the rules are listed compactly (details under each rule) instead of
+#: as a table whose detail column would be squeezed to a few characters per line.
+WIDE_LAYOUT_COLUMNS = 150
+
+
+class _Rules:
+    """Rules as a table on a wide console, as a compact list on a narrow one (a pipe, a CI log)."""
+
+    def __init__(self, rules: Iterable[RuleResult], *, title: str, with_items: bool, by_family: bool) -> None:
+        self.rules = list(rules)
+        self.title, self.with_items, self.by_family = title, with_items, by_family
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        if options.max_width >= WIDE_LAYOUT_COLUMNS:
+            yield _rules_table(self.rules, title=self.title, with_items=self.with_items, by_family=self.by_family)
+            return
+        yield Text(self.title, style="bold")
+        family = None
+        for rule in self.rules:
+            if self.by_family and rule.family != family and family is not None:
+                yield Text("")
+            family = rule.family
+            yield from _compact_rule(rule, with_items=self.with_items)
+
+
+def _compact_rule(rule: RuleResult, *, with_items: bool) -> Iterator[Text | Padding]:
+    """One rule in two or more short lines: status, id and value; then its limits and detail, indented."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    head = _badge(rule.status) + Text(" ") + _plain(rule.id)
+    head.append(f"  {format_value(rule.value, rule.unit)}" if rule.value is not None else "")
+    yield head
+    limits = f"per protocol {format_limits(rule.per_protocol, rule.unit)}"
+    if rule.acceptable_variation is not None:
+        limits += f" · acceptable {format_limits(rule.acceptable_variation, rule.unit)}"
+    lines = [limits, rule.message] if rule.per_protocol is not None else [rule.message]
+    for line in lines:
+        if line:
+            yield Padding(_plain(line, style="dim"), (0, 0, 0, 5))
+    if with_items and len(rule.items) > 1:
+        for item in rule.items:
+            extra = f" ({item.detail.get('reason', '')})" if item.value is None and item.detail.get("reason") else ""
+            text = _badge(item.status) + _plain(f" {item.name}: {format_value(item.value, rule.unit)}{extra}")
+            yield Padding(text, (0, 0, 0, 5))
+
+
 def report_renderable(report: Report) -> Group:
     from rich.console import Group
     from rich.text import Text
@@ -170,11 +220,11 @@ def report_renderable(report: Report) -> Group:
     attention = sorted((r for r in report.rules if r.status is not Status.PER_PROTOCOL), key=_severity_key)
     if attention:
         parts.append(Text(""))
-        parts.append(_rules_table(attention, title="Needs attention (worst first)", with_items=True, by_family=False))
+        parts.append(_Rules(attention, title="Needs attention (worst first)", with_items=True, by_family=False))
     order = {family: i for i, family in enumerate(dict.fromkeys(r.family for r in report.rules))}
     by_family = sorted(report.rules, key=lambda r: order[r.family])
     parts.append(Text(""))
-    parts.append(_rules_table(by_family, title="All rules, by family", with_items=False, by_family=True))
+    parts.append(_Rules(by_family, title="All rules, by family", with_items=False, by_family=True))
     errors = [f for f in report.integrity if f.severity == "error"]
     warnings = [f for f in report.integrity if f.severity != "error"]
     if errors or warnings:

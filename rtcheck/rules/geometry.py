@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..geometry import (
     GeometryError,
     Solid,
+    TiltedPlanesError,
     centre_distance_mm,
     margin_mm,
     min_distance_mm,
@@ -256,12 +257,16 @@ def integrity(ctx: CheckContext, spec: RuleSpec, params: IntegrityParams) -> Mea
         rois = dict(ss.rois)
     errors: list[str] = []
     warnings: list[str] = []
+    tilted: list[str] = []
     for roi in sorted(rois.values(), key=lambda r: r.number):
         if roi.is_empty:
             errors.append(f"ROI '{roi.name}' is empty")
             continue
         try:
             solid = cache.get(roi.number)
+        except TiltedPlanesError as exc:
+            tilted.append(str(exc))
+            continue
         except GeometryError as exc:
             errors.append(str(exc))
             continue
@@ -272,6 +277,10 @@ def integrity(ctx: CheckContext, spec: RuleSpec, params: IntegrityParams) -> Mea
         ]
         for lo, hi in gaps:
             warnings.append(f"ROI '{roi.name}': no contour between z = {lo:.2f} and {hi:.2f} mm (a gap)")
+    if tilted and not errors:
+        more = f" (and {len(tilted) - 1} more ROI(s))" if len(tilted) > 1 else ""
+        raise NotEvaluable(tilted[0] + more)
+    warnings.extend(tilted)
     message = f"{len(errors)} error(s), {len(warnings)} warning(s) in {len(rois)} structure(s)" + (
         f"; first: {errors[0]}" if errors else ""
     )
