@@ -186,12 +186,12 @@ def _compact_rule(rule: RuleResult, *, with_items: bool) -> Iterator[Text | Padd
     lines = [limits, rule.message] if rule.per_protocol is not None else [rule.message]
     for line in lines:
         if line:
-            yield Padding(_plain(line, style="dim"), (0, 0, 0, 5))
+            yield Padding(_plain(line, style="dim"), (0, 0, 0, 5), expand=False)
     if with_items and len(rule.items) > 1:
         for item in rule.items:
             extra = f" ({item.detail.get('reason', '')})" if item.value is None and item.detail.get("reason") else ""
             text = _badge(item.status) + _plain(f" {item.name}: {format_value(item.value, rule.unit)}{extra}")
-            yield Padding(text, (0, 0, 0, 5))
+            yield Padding(text, (0, 0, 0, 5), expand=False)
 
 
 def report_renderable(report: Report) -> Group:

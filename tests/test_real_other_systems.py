@@ -1,13 +1,17 @@
-"""A real RayStation 14 export (CC BY 4.0, see tests/fixtures/real/raystation_proton_ramp/SOURCE.md).
+"""Real exports of other planning systems, committed under tests/fixtures/real/ with their licences.
 
-A proton phantom plan of two opposed ramped fields whose sum is a flat 2 Gy in the target,
-with the planning system's PLAN dose and its two BEAM doses. It is no lung-trial course,
-so no arm matches; forced to the control arm its one fraction is graded, not skipped.
+* RayStation 14 (CC BY 4.0, ``raystation_proton_ramp/SOURCE.md``): a proton phantom plan of
+  two opposed ramped fields whose sum is a flat 2 Gy in the target, with the planning
+  system's PLAN dose and its two BEAM doses. It is no lung-trial course, so no arm matches;
+  forced to the control arm its one fraction is graded, not skipped.
+* Monaco (Apache 2.0, ``monaco_plan/SOURCE.md``): an RT Plan alone, without file meta; its
+  structure set and dose are absent, which the report must say without a traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import shutil
 from pathlib import Path
@@ -16,9 +20,13 @@ import pytest
 
 from rtcheck.api import check_course, load_protocol
 from rtcheck.assembly import find_courses, load_course
+from rtcheck.cli import main
 from rtcheck.dvh_table import structure_metrics
+from rtcheck.errors import ExitCode
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "real" / "raystation_proton_ramp"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real"
+FIXTURE = REAL / "raystation_proton_ramp"
+MONACO_PLAN = REAL / "monaco_plan" / "06MV_plan.dcm"
 PLAN_DOSE = "RD1.2.752.243.1.1.20250523160113556.3000.73252.dcm"
 BEAM_DOSES = (
     "RD1.2.752.243.1.1.20250523160113556.4000.16653.dcm",
@@ -107,3 +115,25 @@ def test_the_structure_set_and_plan_dose_alone(export: Path, tmp_path: Path) -> 
     rules = {r.id: r for r in report.rules}
     assert "no plan" in rules["course.arm"].message
     assert rules["structures.integrity"].status == "per_protocol"
+
+
+def test_a_monaco_plan_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([str(MONACO_PLAN), "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == ExitCode.NOT_EVALUABLE and "Traceback" not in captured.err
+    (report,) = json.loads(captured.out)["reports"]
+    rules = {r["id"]: r for r in report["rules"]}
+    assert "references RTSTRUCT" in rules["dicom.integrity"]["message"]
+    assert rules["structures.integrity"]["message"] == "the course has no structure set"
+    assert "(1 fx) against conventional >= 10 fx" in rules["course.arm"]["message"]
+
+
+def test_a_monaco_plan_forced_to_the_control_arm(capsys: pytest.CaptureFixture[str]) -> None:
+    main([str(MONACO_PLAN), "--arm", "control", "--format", "json"])
+    (report,) = json.loads(capsys.readouterr().out)["reports"]
+    rules = {r["id"]: r for r in report["rules"]}
+    # The SITE dose reference: 2.00 Gy in 1 fraction.
+    assert rules["control.dose_per_fraction"]["status"] == "per_protocol"
+    assert rules["control.dose_per_fraction"]["value"] == pytest.approx(200.0)
+    assert (rules["control.fractions"]["status"], rules["control.fractions"]["value"]) == ("unacceptable_deviation", 1)
+    assert rules["oar.heart_mean"]["status"] == "not_evaluable"
