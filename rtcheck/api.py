@@ -87,6 +87,7 @@ def _protocol_ref(protocol: Protocol) -> ProtocolRef:
         sha256=protocol.sha256,
         path=protocol.path,
         alias_files=protocol.alias_files,
+        references=protocol.references,
     )
 
 

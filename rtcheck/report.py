@@ -125,6 +125,8 @@ class ProtocolRef(BaseModel):
     path: str
     #: A centre's aliases files that added structure names to the roles.
     alias_files: list[str] = Field(default_factory=list)
+    #: The literature the rules' sources cite by [key]: key -> full reference.
+    references: dict[str, str] = Field(default_factory=dict)
 
 
 class ArmResult(BaseModel):

@@ -19,6 +19,7 @@ from rtcheck.cli import main
 from rtcheck.errors import ExitCode, ProtocolError
 from rtcheck.protocol import bundled_protocol_path
 from rtcheck.report import Report
+from rtcheck.reports.html import render_html
 from rtcheck.reports.text import render_text
 
 
@@ -100,6 +101,17 @@ def test_every_source_cites_listed_primary_references() -> None:
         assert keys, f"{rule.id} cites no reference"
         cited |= keys
     assert cited == set(protocol.references)  # each listed once, each used
+
+
+def test_a_report_carries_the_references_its_sources_cite(
+    checked: Callable[[str], tuple[CourseFiles, Report]],
+) -> None:
+    _, report = checked("compliant")
+    heart = report.rule("oar.heart_mean")
+    assert heart is not None and heart.source.startswith("[NCCN-NSCLC]")
+    assert "Non-Small Cell Lung Cancer" in report.protocol.references["NCCN-NSCLC"]
+    html = render_html(report)
+    assert "<h2>References</h2>" in html and "<b>[NCCN-NSCLC]</b> NCCN Clinical Practice Guidelines" in html
 
 
 def test_an_unlisted_reference_is_a_protocol_error(tmp_path: Path) -> None:

@@ -105,6 +105,7 @@ def render_html(report: Report, figures: Figures | None = None) -> str:
         _rules(report),
         _integrity(report),
         _figures(figures),
+        _references(report),
         _inputs(report),
         f'<footer><p class="summary">{_e(summary_line(report))}</p>'
         f"<p>rtcheck {_e(report.rtcheck_version)} · report schema {_e(report.schema_version)} · "
@@ -277,6 +278,16 @@ def _rules(report: Report) -> str:
             f'<table class="rules">{_RULE_HEAD}<tbody>{rows}</tbody></table>'
         )
     return "".join(sections)
+
+
+def _references(report: Report) -> str:
+    """The literature the rules' sources cite by [key], listed once."""
+    if not report.protocol.references:
+        return ""
+    items = "".join(
+        f'<li id="ref-{_e(key)}"><b>[{_e(key)}]</b> {_e(text)}</li>' for key, text in report.protocol.references.items()
+    )
+    return f'<h2>References</h2><ul class="evidence">{items}</ul>'
 
 
 def _integrity(report: Report) -> str:
