@@ -8,6 +8,7 @@ engine are compared with a planning system's own numbers, not only with our phan
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
@@ -20,8 +21,10 @@ from peers import missing
 
 from rtcheck.api import check_course, load_protocol
 from rtcheck.assembly import find_courses, load_course
+from rtcheck.cli import main
 from rtcheck.dose import load_dose_grid
 from rtcheck.dvh import structure_dose
+from rtcheck.errors import ExitCode
 from rtcheck.geometry import SolidCache
 
 SDIST = "dicompyler-core==0.5.6"
@@ -131,3 +134,25 @@ def test_judged_as_the_control_arm(export: Path) -> None:
     assert report.structure_roles["Tumor Bed"] == ["conventional_target (RTROIInterpretedType CTV)"]
     required = rules["structures.required"]
     assert required.value == 2 and required.message == "missing: esophagus, spinal_cord"
+
+
+def test_dvh_command_on_the_structure_set_and_dose_alone(capsys: pytest.CaptureFixture[str], export: Path) -> None:
+    """rtcheck dvh needs no plan: every structure gets its row, exit 0, the TPS's means agree."""
+    code = main(["dvh", str(export / "rtss.dcm"), str(export / "rtdose.dcm"), "--format", "json"])
+    assert code == ExitCode.PER_PROTOCOL
+    rows = {r["roi_number"]: r for r in json.loads(capsys.readouterr().out)}
+    assert len(rows) == 10
+    heart_cc, heart_mean = tps_dvh_means(export / "rtdose.dcm")[5]
+    assert rows[5]["name"] == "Heart" and rows[5]["volume_cc"] == pytest.approx(heart_cc, rel=0.03)
+    assert rows[5]["dmean"] == pytest.approx(heart_mean, rel=0.03)
+    assert rows[2]["name"] == "Areola" and rows[2]["note"]  # drawn without contours: kept, with the reason
+
+
+def test_structure_set_and_dose_without_the_plan(capsys: pytest.CaptureFixture[str], export: Path) -> None:
+    code = main([str(export / "rtss.dcm"), str(export / "rtdose.dcm"), "--arm", "control", "--format", "json"])
+    (report,) = json.loads(capsys.readouterr().out)["reports"]
+    rules = {r["id"]: r for r in report["rules"]}
+    assert code == ExitCode.NOT_EVALUABLE
+    assert "the course has no RTPLAN" in rules["control.fractions"]["message"]
+    heart = rules["oar.heart_mean"]
+    assert heart["status"] == "not_evaluable" and "0.65 Gy physical" in heart["message"]
