@@ -147,9 +147,10 @@ def _pydicom_warnings_once(*, quiet: bool) -> None:
 
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     log = logging.getLogger("pydicom")
+    for old in [f for f in log.filters if isinstance(f, _OncePerMessage)]:
+        log.removeFilter(old)  # a new run (main called again in one process) starts afresh
     log.addFilter(_OncePerMessage())
-    if quiet:
-        log.setLevel(logging.ERROR)
+    log.setLevel(logging.ERROR if quiet else logging.NOTSET)
 
 
 def _normalise(argv: Sequence[str]) -> list[str]:

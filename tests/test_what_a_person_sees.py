@@ -77,13 +77,13 @@ def test_a_pydicom_warning_is_one_line_and_quiet_means_quiet(
     shutil.copytree(course_dir("control_arm"), folder)
     plan = next(folder.glob("RP*.dcm"))
     ds = pydicom.dcmread(plan)
-    ds[0x00200052] = DataElement(0x00200052, "UI", "UNKNOWN")  # not a UID
-    mode = config.settings.writing_validation_mode
-    config.settings.writing_validation_mode = config.IGNORE
+    modes = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    config.settings.reading_validation_mode = config.settings.writing_validation_mode = config.IGNORE
     try:
+        ds[0x00200052] = DataElement(0x00200052, "UI", "UNKNOWN")  # not a UID
         ds.save_as(plan)
     finally:
-        config.settings.writing_validation_mode = mode
+        config.settings.reading_validation_mode, config.settings.writing_validation_mode = modes
     main([str(folder), "--format", "json"])
     err = capsys.readouterr().err
     assert len([line for line in err.splitlines() if "Invalid value for VR UI" in line]) == 1, err

@@ -110,7 +110,7 @@ def _severity_key(rule: RuleResult) -> tuple[int, str]:
 def _rules_table(rules: Iterable[RuleResult], *, title: str, with_items: bool, by_family: bool) -> Table:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", title_style="bold", pad_edge=False)
+    table = Table(title=title, title_justify="left", title_style="bold", pad_edge=False, expand=True)
     table.add_column("", no_wrap=True)
     table.add_column("rule", no_wrap=True)
     table.add_column("measured", justify="right", no_wrap=True)
