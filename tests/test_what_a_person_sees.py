@@ -112,6 +112,7 @@ def test_a_report_carries_the_references_its_sources_cite(
     assert "Non-Small Cell Lung Cancer" in report.protocol.references["NCCN-NSCLC"]
     html = render_html(report)
     assert "<h2>References</h2>" in html and "<b>[NCCN-NSCLC]</b> NCCN Clinical Practice Guidelines" in html
+    assert '<td class="id">Lung_L</td><td>lungs</td>' in html  # which drawn name plays which role
 
 
 def test_an_unlisted_reference_is_a_protocol_error(tmp_path: Path) -> None:

@@ -258,7 +258,21 @@ def _arm(report: Report) -> str:
         if comps
         else ""
     )
-    return f'<h2>Arm: {_e(how)}</h2><ul class="evidence">{evidence}</ul>{table}'
+    return f'<h2>Arm: {_e(how)}</h2><ul class="evidence">{evidence}</ul>{table}{_structure_roles(report)}'
+
+
+def _structure_roles(report: Report) -> str:
+    """Which drawn structure played which role of the protocol, and how when not by its name."""
+    if not report.structure_roles:
+        return ""
+    rows = "".join(
+        f'<tr><td class="id">{_e(name)}</td><td>{_e(", ".join(roles))}</td></tr>'
+        for name, roles in report.structure_roles.items()
+    )
+    return (
+        "<h3>Structures and their roles</h3>"
+        f"<table><thead><tr><th>drawn as</th><th>role</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _families(rules: Iterable[RuleResult]) -> dict[str, list[RuleResult]]:
