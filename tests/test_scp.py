@@ -367,7 +367,9 @@ def test_invalid_uids_are_refused_and_nothing_leaves_storage(node: Node) -> None
         (generate_uid(), "../../evil"),  # the study UID climbs out
         (generate_uid(), "1." + "2" * 70),  # too long
     ]
-    assoc = scu(contexts=[(RTPlanStorage, [ImplicitVRLittleEndian])]).associate("127.0.0.1", node.port)
+    assoc = scu(contexts=[(RTPlanStorage, [ImplicitVRLittleEndian])]).associate(
+        "127.0.0.1", node.port, ae_title="RTCHECK"
+    )
     assert assoc.is_established
     try:
         for instance, study in cases:
@@ -386,7 +388,9 @@ def test_invalid_uids_are_refused_and_nothing_leaves_storage(node: Node) -> None
 
 def test_too_large_object_fails_and_is_not_written(node: Node) -> None:
     ds = _ct_dataset(rows=2100, cols=2100)  # 8.8 MB of pixels > --max-object-mb 8
-    assoc = scu(contexts=[(CTImageStorage, [ExplicitVRLittleEndian])]).associate("127.0.0.1", node.port)
+    assoc = scu(contexts=[(CTImageStorage, [ExplicitVRLittleEndian])]).associate(
+        "127.0.0.1", node.port, ae_title="RTCHECK"
+    )
     assert assoc.is_established
     try:
         assert assoc.send_c_store(ds).Status == 0xA700
@@ -409,7 +413,9 @@ def test_deflated_plan_is_stored_deflated(node: Node, monkeypatch: pytest.Monkey
     ds = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    assoc = scu(contexts=[(RTPlanStorage, [DeflatedExplicitVRLittleEndian])]).associate("127.0.0.1", node.port)
+    assoc = scu(contexts=[(RTPlanStorage, [DeflatedExplicitVRLittleEndian])]).associate(
+        "127.0.0.1", node.port, ae_title="RTCHECK"
+    )
     assert assoc.is_established
     try:
         assert assoc.send_c_store(ds).Status == 0
@@ -472,11 +478,15 @@ def test_incomplete_course_waits_then_is_not_evaluable(node: Node, courses: dict
 
 def test_unknown_calling_ae_or_host_is_rejected(node: Node) -> None:
     for calling in ("INTRUDER", "LIMITED"):  # LIMITED is allowed only from 192.0.2.1
-        assoc = scu(calling, [(Verification, [ImplicitVRLittleEndian])]).associate("127.0.0.1", node.port)
+        assoc = scu(calling, [(Verification, [ImplicitVRLittleEndian])]).associate(
+            "127.0.0.1", node.port, ae_title="RTCHECK"
+        )
         assert assoc.is_rejected, calling
         rj = assoc.acceptor.primitive
         assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, 0x03)
-    assoc = scu("SENDER", [(Verification, [ImplicitVRLittleEndian])]).associate("127.0.0.1", node.port)
+    assoc = scu("SENDER", [(Verification, [ImplicitVRLittleEndian])]).associate(
+        "127.0.0.1", node.port, ae_title="RTCHECK"
+    )
     assert assoc.is_established
     assert assoc.send_c_echo().Status == 0
     assoc.release()
@@ -486,7 +496,9 @@ def test_unknown_calling_ae_or_host_is_rejected(node: Node) -> None:
 def test_unsupported_sop_class_is_refused_at_negotiation(node: Node) -> None:
     from pynetdicom.sop_class import RTBeamsTreatmentRecordStorage
 
-    assoc = scu(contexts=[(RTBeamsTreatmentRecordStorage, [ExplicitVRLittleEndian])]).associate("127.0.0.1", node.port)
+    assoc = scu(contexts=[(RTBeamsTreatmentRecordStorage, [ExplicitVRLittleEndian])]).associate(
+        "127.0.0.1", node.port, ae_title="RTCHECK"
+    )
     assert not assoc.is_established  # no context accepted: pynetdicom aborts
 
 
@@ -516,7 +528,7 @@ def test_restarts_lose_no_acknowledged_object_and_no_check(
 
         killed_sender = scu()
         killed_sender.dimse_timeout = 3  # pynetdicom waits this long for a reply that never comes
-        assoc = killed_sender.associate("127.0.0.1", node.port)
+        assoc = killed_sender.associate("127.0.0.1", node.port, ae_title="RTCHECK")
         assert assoc.is_established
         for f in c[:2]:
             assert assoc.send_c_store(f).Status == 0
@@ -546,7 +558,7 @@ def test_restarts_lose_no_acknowledged_object_and_no_check(
             assert len(node.reports_of(patient)) == 1, patient
 
         # SIGTERM: the node stops accepting but lets the open association finish.
-        assoc = scu().associate("127.0.0.1", node.port)
+        assoc = scu().associate("127.0.0.1", node.port, ae_title="RTCHECK")
         assert assoc.is_established
         assert assoc.send_c_store(d[0]).Status == 0
         assert node.proc is not None
@@ -555,7 +567,7 @@ def test_restarts_lose_no_acknowledged_object_and_no_check(
         assert [assoc.send_c_store(f).Status for f in d[1:]] == [0] * (len(d) - 1)
         assoc.release()
         assert node.proc.wait(timeout=30) == 0
-        assert scu().associate("127.0.0.1", node.port).is_established is False
+        assert scu().associate("127.0.0.1", node.port, ae_title="RTCHECK").is_established is False
         node.start()  # the check owed when it stopped is made now
         node.wait_for_reports("PHANTOM_valley_4gy", 1)
         assert_stored_identical(node, d)
@@ -640,9 +652,9 @@ def test_mutual_tls_and_the_association_limit(tmp_path: Path, courses: dict[str,
         client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.pem"))
         client.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
         files = course_files(courses["ldrt_3_fractions"])
-        assoc = scu().associate("127.0.0.1", node.port, tls_args=(client, "127.0.0.1"))
+        assoc = scu().associate("127.0.0.1", node.port, ae_title="RTCHECK", tls_args=(client, "127.0.0.1"))
         assert assoc.is_established
-        second = scu().associate("127.0.0.1", node.port, tls_args=(client, "127.0.0.1"))
+        second = scu().associate("127.0.0.1", node.port, ae_title="RTCHECK", tls_args=(client, "127.0.0.1"))
         assert second.is_rejected  # --max-associations 1
         rj = second.acceptor.primitive
         assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)  # transient, local limit
@@ -651,9 +663,9 @@ def test_mutual_tls_and_the_association_limit(tmp_path: Path, courses: dict[str,
         node.wait_for_reports("PHANTOM_ldrt_3_fractions", 1)
 
         anonymous = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(certs / "ca.pem"))
-        assoc = scu().associate("127.0.0.1", node.port, tls_args=(anonymous, "127.0.0.1"))
+        assoc = scu().associate("127.0.0.1", node.port, ae_title="RTCHECK", tls_args=(anonymous, "127.0.0.1"))
         assert not assoc.is_established  # no client certificate
-        assoc = scu().associate("127.0.0.1", node.port)
+        assoc = scu().associate("127.0.0.1", node.port, ae_title="RTCHECK")
         assert not assoc.is_established  # no TLS at all
         assert "event=tls_refused" in node.log()
     finally:

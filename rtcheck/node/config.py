@@ -44,7 +44,7 @@ class AllowRule:
     def admits(self, calling_ae: str, peer_ip: str) -> bool:
         if calling_ae.strip() != self.ae_title:
             return False
-        return self.host is None or _normalise_ip(peer_ip) in self.hosts
+        return self.host is None or normalise_ip(peer_ip) in self.hosts
 
     def __str__(self) -> str:
         return self.ae_title if self.host is None else f"{self.ae_title}@{self.host}"
@@ -74,7 +74,31 @@ class ServeSettings(Settings):
     max_associations: int = Field(
         16, ge=1, le=1000, description="simultaneous associations (default 16); more are rejected"
     )
-    max_pdu: int = Field(131072, description="largest PDU this node receives, bytes (default 131072; 0 = no limit)")
+    max_associations_per_peer: int = Field(
+        8, ge=1, le=1000, description="simultaneous associations from one IP address (default 8); more are rejected"
+    )
+    max_pending_connections: int = Field(
+        64,
+        ge=1,
+        le=10000,
+        description="connections that have not yet sent their association request (default 64); more are closed",
+    )
+    max_pdu: int = Field(
+        131072,
+        description="largest PDU this node receives, bytes (default 131072; 0 = 16 MiB); a larger one disconnects",
+    )
+    request_timeout: float = Field(
+        5.0, ge=0.1, le=600, description="seconds from TCP connect to a complete association request (default 5)"
+    )
+    pdu_timeout: float = Field(
+        10.0,
+        ge=0.1,
+        le=3600,
+        description="seconds one PDU may take from its first byte, plus its size at --min-transfer-kib-s (default 10)",
+    )
+    min_transfer_kib_s: float = Field(
+        64.0, ge=0.001, le=1024 * 1024, description="slowest transfer accepted within a PDU, KiB/s (default 64)"
+    )
     acse_timeout: float = Field(
         30.0, ge=1, le=_SECONDS_A_DAY, description="seconds to wait for association messages (default 30)"
     )
@@ -131,7 +155,12 @@ class ServeSettings(Settings):
         "port",
         "max_object_mb",
         "max_associations",
+        "max_associations_per_peer",
+        "max_pending_connections",
         "max_pdu",
+        "request_timeout",
+        "pdu_timeout",
+        "min_transfer_kib_s",
         "acse_timeout",
         "dimse_timeout",
         "network_timeout",
@@ -250,10 +279,10 @@ def parse_allow(entry: str) -> AllowRule:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise SettingsError(f"{entry!r}: cannot resolve host {host!r} ({exc})") from exc
-    return AllowRule(ae_title, host, frozenset(_normalise_ip(str(info[4][0])) for info in infos))
+    return AllowRule(ae_title, host, frozenset(normalise_ip(str(info[4][0])) for info in infos))
 
 
-def _normalise_ip(text: str) -> str:
+def normalise_ip(text: str) -> str:
     """One spelling per address, so that ``::ffff:10.0.0.5`` and ``10.0.0.5`` compare equal."""
     try:
         ip = ipaddress.ip_address(text.split("%", 1)[0])

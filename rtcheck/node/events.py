@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..terminal import printable
+
 LOG = logging.getLogger("rtcheck.serve")
 
 
@@ -16,6 +18,8 @@ def log_event(level: int, event: str, **fields: Any) -> None:
             continue
         text = str(value)
         if not text or any(c in text for c in ' "=\\') or not text.isprintable():
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+            # Control characters from a sender (CR, ESC, NUL in a PatientID) are escaped:
+            # one event is one line, and it cannot move a terminal's cursor or colour.
+            text = '"' + printable(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
         parts.append(f"{key}={text}")
     LOG.log(level, " ".join(parts))

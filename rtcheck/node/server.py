@@ -41,7 +41,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -74,6 +74,18 @@ from pynetdicom.transport import ThreadedAssociationServer
 from ..durable import make_folders, remove_temporary_files
 from ..errors import ExitCode, RtcheckError
 from ..send import Outbox
+from ..terminal import EscapingFormatter
+from .admission import (
+    AssociationRequest,
+    Gate,
+    GuardedSocket,
+    GuardedSSLSocket,
+    guarded,
+    peer_ip,
+    pynetdicom_noise_filter,
+    read_request,
+    reject_pdu,
+)
 from .config import ServeSettings, SettingsError, add_serve_arguments, load_settings
 from .events import LOG, log_event
 from .ledger import Ledger
@@ -128,35 +140,86 @@ class _NodeServer(ThreadedAssociationServer):
 
     - TCP_NODELAY on every accepted socket: without it each small object (an RT Plan is a
       few kB) stalls ~90 ms on Nagle's algorithm against the peer's delayed ACK.
-    - A timeout on every accepted socket, so a peer that stops mid-PDU frees its thread.
+    - Admission before pynetdicom sees the connection (:mod:`rtcheck.node.admission`): the
+      association request must be complete within ``request_timeout`` of the accept, and
+      the allow-list, the called AE title and the limits per peer and in total are decided
+      on it, in the connection's own thread, before any association slot is held.
+    - Every socket is guarded: each PDU has a deadline and a size cap, and an idle
+      association is closed after the network timeout.
     - The TLS handshake runs in the connection's own thread (not the accept loop), so one
       slow or hostile peer cannot stall every other sender.
     """
 
     io_timeout: float = 60.0
+    gate: Gate
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
+        if not self.gate.open_pending():
+            client.close()
+            self.gate.log_rejection(
+                "connection_refused", _peer(address), None, "too many connections without an association request"
+            )
+            raise OSError("too many pending connections")  # socketserver drops the request
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.settimeout(self.io_timeout)
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-        return client, address
+        accepted = time.monotonic()
+        request: GuardedSocket | GuardedSSLSocket
+        if self.ssl_context:  # its sslsocket_class is GuardedSSLSocket (_ssl_context)
+            request = cast(
+                GuardedSSLSocket,
+                self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False),
+            )
+        else:
+            request = guarded(client)
+            request.settimeout(self.io_timeout)
+        request.accepted_at = accepted  # type: ignore[union-attr]
+        return request, address
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
+        peer = _peer(client_address)
+        settings = self.gate.settings
+        try:
+            deadline = request.accepted_at + settings.request_timeout
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.settimeout(max(0.001, deadline - time.monotonic()))
+                    request.do_handshake()
+                except (OSError, ValueError) as exc:
+                    log_event(logging.WARNING, "tls_refused", peer=peer, reason=exc)
+                    self.shutdown_request(request)
+                    return
+                subject = dict(item[0] for item in (request.getpeercert() or {}).get("subject", ()))  # type: ignore[misc]
+                cipher = request.cipher()
+                log_event(logging.DEBUG, "tls", peer=peer, cipher=cipher[0] if cipher else None, subject=subject)
             try:
-                request.do_handshake()
-            except (OSError, ValueError) as exc:
-                log_event(logging.WARNING, "tls_refused", peer=_peer(client_address), reason=exc)
+                pdu = read_request(request, deadline)
+                association_request = AssociationRequest.parse(pdu)
+            except (OSError, ValueError) as exc:  # too slow, not DICOM, or gone
+                self.gate.log_rejection("connection_closed", peer, None, str(exc))
                 self.shutdown_request(request)
                 return
-            subject = dict(item[0] for item in (request.getpeercert() or {}).get("subject", ()))  # type: ignore[misc]
-            cipher = request.cipher()
-            log_event(
-                logging.DEBUG, "tls", peer=_peer(client_address), cipher=cipher[0] if cipher else None, subject=subject
-            )
+        finally:
+            self.gate.close_pending()
+        refusal = self.gate.admit(association_request, peer_ip(client_address))
+        if refusal is not None:
+            (result, source, reason), why = refusal
+            try:
+                request.settimeout(1.0)
+                request.sendall(reject_pdu(result, source, reason))
+            except OSError:
+                pass
+            self.gate.log_rejection("association_rejected", peer, association_request, why)
+            self.shutdown_request(request)
+            return
+        ip = peer_ip(client_address)
+        request.guard(
+            settings,
+            self.io_timeout,
+            on_close=lambda: self.gate.release(ip),
+            pushback=pdu if isinstance(request, ssl.SSLSocket) else b"",
+        )
         super().finish_request(request, client_address)
 
     def shutdown(self) -> None:
@@ -215,6 +278,7 @@ def _ssl_context(settings: ServeSettings) -> ssl.SSLContext | None:
     if settings.tls_cert is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslsocket_class = GuardedSSLSocket  # per-PDU deadlines, and the request handed back
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
     if settings.tls_ca is not None:
@@ -243,7 +307,10 @@ class StorageNode:
     def _make_ae(self) -> AE:
         s = self.settings
         ae = AE(ae_title=s.ae_title)
-        ae.maximum_associations = s.max_associations
+        # The gate (rtcheck.node.admission) enforces max_associations before pynetdicom sees a
+        # connection; pynetdicom's own count, which includes associations still closing,
+        # is only a backstop.
+        ae.maximum_associations = 2 * s.max_associations
         ae.maximum_pdu_size = s.max_pdu
         ae.acse_timeout = s.acse_timeout
         ae.dimse_timeout = s.dimse_timeout
@@ -282,6 +349,7 @@ class StorageNode:
         )
         assert isinstance(server, _NodeServer)
         server.io_timeout = s.network_timeout
+        server.gate = Gate(s)
         self._server = server
         self._accept_thread = threading.Thread(target=server.serve_forever, name="rtcheck-accept", daemon=True)
         self._accept_thread.start()
@@ -370,24 +438,9 @@ class StorageNode:
             return session
 
     def _on_requested(self, event: evt.Event) -> None:
-        assoc = event.assoc
-        primitive = assoc.requestor.primitive
-        calling = str(primitive.calling_ae_title).strip() if primitive is not None else ""
-        session = self._session(assoc)
-        session.calling_ae = calling
-        rules = self.settings.allow
-        if rules and not any(rule.admits(calling, assoc.requestor.address) for rule in rules):
-            session.outcome = "rejected"
-            log_event(
-                logging.WARNING,
-                "association_rejected",
-                calling_ae=calling,
-                peer=session.peer,
-                reason="calling AE title/host not in --allow",
-            )
-            # rejected-permanent, service-user, calling-AE-title-not-recognised (PS3.8 9.3.4)
-            assoc.acse.send_reject(0x01, 0x01, 0x03)
-            assoc.kill()
+        """The gate admitted this peer already (allow-list, called AE title, limits)."""
+        primitive = event.assoc.requestor.primitive
+        self._session(event.assoc).calling_ae = str(primitive.calling_ae_title).strip() if primitive else ""
 
     def _on_accepted(self, event: evt.Event) -> None:
         session = self._session(event.assoc)
@@ -462,7 +515,7 @@ class StorageNode:
         if session is None:  # the association already ended (peer aborted): nobody else will trigger checks
             session = _Session(peer=f"{event.assoc.requestor.address}:{event.assoc.requestor.port}", closed=True)
         request = event.request
-        assert isinstance(request, C_STORE) and request.DataSet is not None
+        assert isinstance(request, C_STORE)  # the data set itself is on disk: see rtcheck.node.incoming
         sop_class = str(request.AffectedSOPClassUID or "")
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         with request.DataSet.getbuffer() as view:
@@ -546,12 +599,13 @@ class StorageNode:
 
 def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
     # pynetdicom narrates every PDU at INFO; its warnings and errors are still worth seeing.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    logging.getLogger("pynetdicom").addFilter(pynetdicom_noise_filter)
     if level != "debug":
         quiet_pydicom()
 

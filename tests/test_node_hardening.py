@@ -1,0 +1,190 @@
+"""The node under attack from the hospital network (all on 127.0.0.1): no lock-out, bounded memory.
+
+Every test runs ``rtcheck serve`` as a subprocess (see :class:`test_scp.Node`) and attacks
+it with raw sockets and real peers (DCMTK, pynetdicom), for a bounded time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from peers import dcmtk
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+from test_scp import Node
+
+ECHO_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def echo(node: Node, calling: str = "ECHOSCU", called: str = "RTCHECK") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [dcmtk("echoscu"), "-aet", calling, "-aec", called, "127.0.0.1", str(node.port)],
+        capture_output=True,
+        timeout=30,
+        env=ECHO_ENV,
+    )
+
+
+class IdleConnections:
+    """``count`` TCP connections that never send a byte, reopened as soon as the node closes one."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.count = port, count
+        self.sockets: list[socket.socket] = []
+        self.reopened = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def _hold(self) -> None:
+        self.sockets = [self._connect() for _ in range(self.count)]
+        while not self.stop.wait(0.1):
+            for i, sock in enumerate(self.sockets):
+                sock.setblocking(False)
+                try:
+                    closed = sock.recv(1) == b""
+                except BlockingIOError:
+                    closed = False
+                except OSError:
+                    closed = True
+                if closed:
+                    sock.close()
+                    self.sockets[i] = self._connect()
+                    self.reopened += 1
+
+    def __enter__(self) -> IdleConnections:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.sockets:
+            sock.close()
+
+
+class Dribbler:
+    """An allowed peer that associates, then sends a P-DATA PDU one byte a second, again and again."""
+
+    PDU_BODY = 16 * 1024
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stop = threading.Event()
+        self.associated = threading.Event()
+        self.cut_after_s: list[float] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        ae = AE(ae_title="DRIBBLER")
+        ae.add_requested_context(Verification)
+        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = 60
+        while not self.stop.is_set():
+            assoc = ae.associate("127.0.0.1", self.port, ae_title="RTCHECK")
+            if not assoc.is_established:
+                time.sleep(0.2)
+                continue
+            self.associated.set()
+            raw = assoc.dul.socket.socket
+            started = time.monotonic()
+            try:
+                raw.sendall(struct.pack(">BBL", 0x04, 0, self.PDU_BODY))
+                while not self.stop.wait(1.0) and assoc.is_established:
+                    raw.sendall(b"\x00")
+            except OSError:
+                pass
+            if not self.stop.is_set():
+                self.cut_after_s.append(time.monotonic() - started)
+            assoc.abort()
+
+    def __enter__(self) -> Dribbler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def test_idle_and_dribbling_connections_do_not_lock_out_an_allowed_peer(tmp_path: Path) -> None:
+    node = Node(
+        tmp_path / "node",
+        *("--allow", "ECHOSCU@127.0.0.1", "--allow", "DRIBBLER@127.0.0.1"),
+        *("--request-timeout", "2", "--pdu-timeout", "4"),
+    ).start()
+    try:
+        with IdleConnections(node.port, 16) as idle, Dribbler(node.port) as d1, Dribbler(node.port) as d2:
+            with Dribbler(node.port) as d3, Dribbler(node.port) as d4:
+                dribblers = [d1, d2, d3, d4]
+                assert all(d.associated.wait(20) for d in dribblers), node.log()[-3000:]
+                results = []
+                for _ in range(5):
+                    results.append(echo(node))
+                    time.sleep(1.5)
+                assert [r.returncode for r in results] == [0] * 5, node.log()[-6000:]
+                # The node closed the idle connections (each time they came back) and cut the dribblers.
+                deadline = time.monotonic() + 15
+                while not all(d.cut_after_s for d in dribblers) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            assert idle.reopened >= 16
+        cuts = [t for d in dribblers for t in d.cut_after_s]
+        assert cuts and max(cuts) < 4 + Dribbler.PDU_BODY / (64 * 1024) + 3, cuts
+        log = node.log()
+        assert "event=pdu_deadline" in log
+        # Idle connections are logged once per peer per minute, not once per attempt.
+        assert log.count("event=connection_closed") == 1, log[-3000:]
+    finally:
+        node.stop()
+
+
+def test_strangers_are_rejected_before_holding_a_slot_and_logged_once(tmp_path: Path) -> None:
+    node = Node(tmp_path / "node", "--allow", "ECHOSCU@127.0.0.1", "--max-associations", "1").start()
+    try:
+        for _ in range(5):
+            assert echo(node, calling="INTRUDER").returncode != 0
+        assert echo(node, called="ANY-SCP").returncode != 0  # the called AE title is checked too
+        assert echo(node).returncode == 0  # one slot, and the strangers held none of it
+        log = node.log()
+        assert log.count("event=association_rejected") == 1, log  # the same address: once a minute
+        assert "calling_ae=INTRUDER" in log
+    finally:
+        node.stop()
+
+
+def test_a_pdu_larger_than_announced_is_cut(tmp_path: Path) -> None:
+    node = Node(tmp_path / "node", "--allow", "ECHOSCU@127.0.0.1").start()
+    try:
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="RTCHECK")
+        assert assoc.is_established
+        raw = assoc.dul.socket.socket
+        raw.sendall(struct.pack(">BBL", 0x04, 0, 4 * 1024**3 - 1))  # a 4 GB PDU (131072 bytes announced)
+        deadline = time.monotonic() + 10
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not assoc.is_established
+        assert echo(node).returncode == 0
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("junk", [b"GET / HTTP/1.1\r\n\r\n", b"\x01\x00\xff\xff\xff\xff"])
+def test_junk_instead_of_a_request_is_closed(tmp_path: Path, junk: bytes) -> None:
+    node = Node(tmp_path / "node").start()
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+            sock.sendall(junk)
+            assert sock.recv(100) == b""  # closed, nothing sent back
+        assert echo(node).returncode == 0
+    finally:
+        node.stop()
