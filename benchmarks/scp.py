@@ -18,7 +18,7 @@ Receiving is measured with the node's quiet period set to an hour (no check comp
 the CPU) and the two receivers take turns ``--repeats`` times, so both see the same load
 from anything else running on the machine; the best run of each is printed.
 
-Run: ``python benchmarks/scp.py [--courses 20] [--repeats 3] [--latency-runs 5]``
+Run: ``python benchmarks/scp.py [--courses 20] [--repeats 3] [--latency-runs 5] [--receive-only]``
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--courses", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="receiving runs per receiver (alternating)")
     parser.add_argument("--latency-runs", type=int, default=5)
+    parser.add_argument("--receive-only", action="store_true", help="measure receiving only (part 1)")
     options = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rtcheck-scp-bench-"))
@@ -169,6 +170,8 @@ def main() -> None:
                 f"{len(files) / best:>9.1f}{megabytes / best:>8.1f}"
             )
 
+        if options.receive_only:
+            return
         # 2. Checks: a node with its defaults (quiet period 2 s, 2 workers).
         port = free_port()
         node_dir = work / "rtcheck"

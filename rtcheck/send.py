@@ -7,8 +7,15 @@ file into a queue folder atomically (a temporary name, fsync, rename, so a crash
 either the whole file or nothing), and a sender thread (:meth:`Outbox.start`) sends what is
 queued, oldest first, removing a file only after the destination answered with a status
 that means stored (success, or one of the standard's "stored with coercion" warnings).
-While the destination cannot be reached, or refuses a file, it retries with exponential
-backoff, capped. The queue is the folder itself, so it survives restarts.
+While the destination cannot be reached, or is out of resources, it retries with
+exponential backoff, capped. A file the destination will never take (it accepts no
+Encapsulated PDF from this AE title, or answers with a lasting failure) is set aside in
+``refused/`` with one error line, and queued again at the next start. The queue is the
+folder itself, so it survives restarts.
+
+Delivery is *at least once*: when the destination stored a file but its answer was lost
+(the association broke, the node died), the file is sent again, under the same SOP
+Instance UID, so a record system that files objects by UID keeps one copy.
 
 Every association is opened with TCP_NODELAY: without it each small object stalls about
 90 ms on Nagle's algorithm and delayed ACKs (tooling.md).
@@ -29,6 +36,7 @@ from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
@@ -52,6 +60,16 @@ class SendError(RtcheckError):
     """The destination could not be reached, refused the association, or did not store a file."""
 
     exit_code = ExitCode.SEND_FAILED
+
+
+class SendRefused(SendError):
+    """The destination answered, and will not take these objects from us: trying again cannot help."""
+
+
+def is_permanent_failure(status: int) -> bool:
+    """A C-STORE failure that will come back on every attempt: everything but "out of
+    resources" (A7xx) and "processing failure" (0110), which may pass (PS3.4 B.2.3, PS3.7 C)."""
+    return status not in STORED_STATUSES and not (0xA700 <= status <= 0xA7FF or status == 0x0110)
 
 
 @dataclass(frozen=True)
@@ -137,15 +155,29 @@ def send_files(
     for sop_class, syntax in dict.fromkeys(contexts.values()):
         ae.add_requested_context(sop_class, syntax)
     connected = threading.Event()  # set once the TCP connection is open: tells refused from rejected
+    no_context = threading.Event()  # the association was accepted, but none of its presentation contexts
 
     def on_open(event: Event) -> None:
         connected.set()
         _nodelay(event)
 
+    def on_accepted(event: Event) -> None:
+        if not event.assoc.accepted_contexts:
+            no_context.set()  # pynetdicom aborts such an association itself
+
     assoc = ae.associate(
-        destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, on_open)]
+        destination.host,
+        destination.port,
+        ae_title=destination.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, on_open), (evt.EVT_ACCEPTED, on_accepted)],
     )
     if not assoc.is_established:
+        if no_context.is_set():
+            kinds = ", ".join(sorted({UID(c).name for c, _ in contexts.values()}))
+            raise SendRefused(
+                f"{destination} accepts none of these objects ({kinds}) from AE {calling_ae}: "
+                "configure it to accept them from this AE title"
+            )
         if assoc.is_rejected:
             why = f"rejected the association (calling AE {calling_ae}; check both AE titles)"
         elif connected.is_set():
@@ -253,21 +285,37 @@ class Outbox:
         """The queued files, oldest first."""
         return sorted(p for p in self.folder.glob(f"*{self.SUFFIX}") if not p.name.startswith("."))
 
+    @property
+    def refused_folder(self) -> Path:
+        """Where files the destination will never take wait for a person (see :meth:`refuse`)."""
+        return self.folder / "refused"
+
     def send_pending(self, destination: Destination) -> int:
         """One round: try to store every queued file; return how many were stored (and removed).
 
-        Raises :class:`SendError` when the destination cannot be reached at all.
+        Raises :class:`SendError` when the destination cannot be reached at all. A file the
+        destination refuses for good (it accepts no such object from us, or answers with a
+        failure other than "out of resources") is moved to :attr:`refused_folder` instead of
+        being sent again and again.
         """
         pending = self.pending()
         if not pending:
             return 0
         stored = 0
         for batch in _batches(pending, _MAX_CONTEXTS):
-            for result in send_files(batch, destination, self.calling_ae, timeout_s=self.timeout_s):
+            try:
+                results = send_files(batch, destination, self.calling_ae, timeout_s=self.timeout_s)
+            except SendRefused as exc:
+                for path in batch:
+                    self.refuse(path, str(exc))
+                continue
+            for result in results:
                 if result.stored:
                     result.path.unlink(missing_ok=True)
                     stored += 1
                     log.info("report %s stored at %s (status 0x%04X)", result.path.name, destination, result.status)
+                elif result.status is not None and is_permanent_failure(result.status):
+                    self.refuse(result.path, f"{destination} answered status 0x{result.status:04X}")
                 else:
                     status = "no status" if result.status is None else f"status 0x{result.status:04X}"
                     log.warning("report %s not stored at %s: %s %s", result.path.name, destination, status,
@@ -276,11 +324,34 @@ class Outbox:
             fsync_folder(self.folder)
         return stored
 
+    def refuse(self, path: Path, reason: str) -> None:
+        """Set a file aside that the destination will not take; it is queued again at the next start."""
+        self.refused_folder.mkdir(exist_ok=True)
+        path.replace(self.refused_folder / path.name)
+        fsync_folder(self.folder)
+        log.error(
+            "report %s refused: %s; kept in %s and queued again when the node next starts",
+            path.name,
+            reason,
+            self.refused_folder,
+        )
+
+    def requeue_refused(self) -> int:
+        """Queue again what was refused (the destination may have been configured since)."""
+        refused = sorted(self.refused_folder.glob(f"*{self.SUFFIX}")) if self.refused_folder.is_dir() else []
+        for path in refused:
+            path.replace(self.folder / path.name)
+        if refused:
+            fsync_folder(self.folder)
+            log.info("outbox: %d refused report(s) queued again", len(refused))
+        return len(refused)
+
     # -- the sender thread ------------------------------------------------------------------
     def start(self, destination: Destination) -> None:
         """Start the sender thread (a daemon) for ``destination``."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the outbox's sender is already running")
+        self.requeue_refused()
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, args=(destination,), name=f"outbox-{destination}", daemon=True

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,99 @@ def test_junk_instead_of_a_request_is_closed(tmp_path: Path, junk: bytes) -> Non
         assert echo(node).returncode == 0
     finally:
         node.stop()
+
+
+def _deflate_bomb(path: Path, inflated_bytes: int) -> Path:
+    """An RT Plan in Deflated Explicit VR Little Endian: a valid header, then a private OB
+    element of ``inflated_bytes`` zeros, which deflate about 1000:1."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, RTPlanStorage, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = RTPlanStorage, generate_uid()
+    ds.StudyInstanceUID, ds.PatientID = generate_uid(), "BOMB"
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    write_dataset(head, ds)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    private = struct.pack("<HH2sH", 0x0009, 0x0010, b"LO", 6) + b"BOMB  "
+    element = struct.pack("<HH2sHI", 0x0009, 0x1000, b"OB", 0, inflated_bytes)
+    with path.open("wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta, enforce_standard=True)
+        fh.write(deflater.compress(head.getvalue() + private + element))
+        zeros = bytes(1 << 20)
+        for _ in range(inflated_bytes >> 20):
+            fh.write(deflater.compress(zeros))
+        fh.write(deflater.flush())
+    return path
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    (line,) = [x for x in status.splitlines() if x.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the node's peak RSS from /proc")
+def test_deflate_bombs_leave_memory_bounded_and_the_node_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from pynetdicom import _config
+    from pynetdicom.sop_class import RTPlanStorage
+
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # send the file's bytes as they are
+    bomb = _deflate_bomb(tmp_path / "bomb.dcm", 1 << 30)
+    assert bomb.stat().st_size < 1.1 * 1024 * 1024  # about 1 MB on the wire, 1 GiB inflated
+    node = Node(tmp_path / "node", "--allow", "ECHOSCU@127.0.0.1", "--allow", "SENDER@127.0.0.1").start()
+    try:
+        assert node.proc is not None
+        before = peak_rss_mb(node.proc.pid)
+        statuses: list[int] = []
+
+        def send() -> None:
+            ae = AE(ae_title="SENDER")
+            ae.add_requested_context(RTPlanStorage, DeflatedExplicitVRLittleEndian)
+            ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 120
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="RTCHECK")
+            assert assoc.is_established
+            try:
+                statuses.append(int(assoc.send_c_store(bomb).Status))
+            finally:
+                assoc.release()
+
+        senders = [threading.Thread(target=send) for _ in range(4)]  # four at once
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(240)
+        peak = peak_rss_mb(node.proc.pid)
+        print(f"node peak RSS: {before:.0f} MB at start, {peak:.0f} MB after 4 deflate bombs")
+        assert statuses == [0xA700] * 4  # refused: inflates beyond --max-object-mb (1024 MiB)
+        assert peak < 600, f"peak RSS {peak:.0f} MB (at start {before:.0f} MB)"
+        assert echo(node).returncode == 0
+        assert not list((node.storage / ".incoming").iterdir())
+    finally:
+        node.stop()
+
+
+def test_a_resent_instance_after_a_patient_id_correction_leaves_one_copy(tmp_path: Path) -> None:
+    from pydicom.uid import RTPlanStorage, generate_uid
+
+    from rtcheck.node.store import ObjectStore
+    from rtcheck.node.wire import ObjectHeader
+
+    store = ObjectStore(tmp_path / "storage")
+    sop = generate_uid()
+    wrong = store.store(ObjectHeader(RTPlanStorage, sop, "1.2.3", "MRN-WRONG"), b"as first sent")
+    fixed = store.store(ObjectHeader(RTPlanStorage, sop, "1.2.3", "MRN-RIGHT"), b"corrected")
+    assert fixed.path != wrong.path and fixed.moved_from == (wrong.path,)
+    assert [p.read_bytes() for p in (tmp_path / "storage").rglob("*.dcm")] == [b"corrected"]
+    # The old patient's folder is looked at again (its course lost a plan): the node touches it.
+    assert wrong.path.parents[2] != fixed.path.parents[2]

@@ -76,6 +76,7 @@ from ..errors import ExitCode, RtcheckError
 from ..send import Outbox
 from ..terminal import EscapingFormatter
 from .admission import (
+    UNLIMITED_PDU_CAP,
     AssociationRequest,
     Gate,
     GuardedSocket,
@@ -88,6 +89,7 @@ from .admission import (
 )
 from .config import ServeSettings, SettingsError, add_serve_arguments, load_settings
 from .events import LOG, log_event
+from .incoming import Incoming
 from .ledger import Ledger
 from .scheduler import CheckScheduler
 from .store import FOLDER_BY_SOP_CLASS, RT_FOLDERS, ObjectStore
@@ -293,6 +295,7 @@ class StorageNode:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.store = ObjectStore(settings.storage)
+        self.incoming = Incoming(self.store.root, settings.max_object_bytes)
         self.ledger = Ledger(settings.reports)
         self.outbox = _report_outbox(settings, self.ledger)
         self.scheduler = CheckScheduler(self.store, self.ledger, settings, self.outbox)
@@ -331,6 +334,7 @@ class StorageNode:
             log_event(logging.INFO, "cleanup", temporary_files_removed=removed)
         self._start_outbox()
         self.scheduler.start()
+        self.incoming.install()
         handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -368,6 +372,11 @@ class StorageNode:
         )
         if not s.allow and host not in ("127.0.0.1", "::1"):
             log_event(logging.WARNING, "open_node", reason="no --allow: any AE on the network may store here")
+        for rule in s.allow:
+            if rule.host is None:
+                log_event(
+                    logging.WARNING, "allow_any_host", allow=rule, reason=f"give {rule}@HOST to bind it to a host"
+                )
 
     def _start_outbox(self) -> None:
         """Finish the queueing a crash interrupted, then start sending what waits in the outbox."""
@@ -502,6 +511,9 @@ class StorageNode:
         for folder in patients:
             released = None if files is None else frozenset(f for f in files if folder in f.parents)
             self.scheduler.touch(folder, released=released)
+        # A transfer cut short leaves its incoming file: one idle longer than any PDU may take is dead.
+        s = self.settings
+        self.incoming.sweep(idle_s=s.pdu_timeout + (s.max_pdu or UNLIMITED_PDU_CAP) / (s.min_transfer_kib_s * 1024) + 5)
 
     def _on_echo(self, event: evt.Event) -> int:
         self._session(event.assoc).echoes += 1
@@ -518,8 +530,8 @@ class StorageNode:
         assert isinstance(request, C_STORE)  # the data set itself is on disk: see rtcheck.node.incoming
         sop_class = str(request.AffectedSOPClassUID or "")
         sop_uid = str(request.AffectedSOPInstanceUID or "")
-        with request.DataSet.getbuffer() as view:
-            size = view.nbytes
+        received = self.incoming.take(event.dataset_path)
+        size = received.received if received is not None else 0
         fields: dict[str, Any] = {
             "calling_ae": session.calling_ae,
             "peer": session.peer,
@@ -529,20 +541,22 @@ class StorageNode:
             "transfer_syntax": event.context.transfer_syntax,
         }
         try:
-            if size > self.settings.max_object_bytes:
+            if received is None:
+                raise StoreError(STATUS_OUT_OF_RESOURCES, "the received data set went missing")
+            if received.oversize:
                 raise StoreError(
                     STATUS_OUT_OF_RESOURCES,
                     f"object of {size} bytes exceeds max_object_mb ({self.settings.max_object_mb:g} MiB)",
                 )
-            encoded = event.encoded_dataset()
+            received.close()
             header = read_header(
-                encoded,
+                Path(received.name),
                 event.context.transfer_syntax,
                 sop_class,
                 sop_uid,
                 inflate_limit=self.settings.max_object_bytes,
             )
-            stored = self.store.store(header, encoded)
+            stored = self.store.store_file(header, Path(received.name))
         except StoreError as exc:
             return self._store_failed(session, fields, exc.status, exc.reason, started)
         except OSError as exc:
@@ -552,11 +566,18 @@ class StorageNode:
         except Exception as exc:  # never let one object take the association down
             LOG.exception("unexpected error storing %s", sop_uid[:80])
             return self._store_failed(session, fields, STATUS_OUT_OF_RESOURCES, f"internal error: {exc}", started)
+        finally:
+            if received is not None:  # stored (renamed away) or refused: nothing stays in incoming
+                received.close()
+                Path(received.name).unlink(missing_ok=True)
         patient = stored.path.parents[2]
+        # An instance that moved to another patient (a corrected PatientID) changed that patient's course too.
+        others = {old.parents[2] for old in stored.moved_from} - {patient}
         with session.lock:
             session.stored += 1
             session.bytes += size
             session.patients.add(patient)
+            session.patients.update(others)
             session.files.add(stored.path)
             late = session.closed  # the peer left while we were writing: trigger checks ourselves
         log_event(
@@ -571,7 +592,8 @@ class StorageNode:
             ms=f"{(time.monotonic() - started) * 1000:.1f}",
         )
         if late:
-            self.scheduler.touch(patient)
+            for folder in {patient, *others}:
+                self.scheduler.touch(folder)
         return 0x0000
 
     def _store_failed(

@@ -10,7 +10,9 @@ memory only ever caches what the disk says:
   ``<patient>`` is a hash of the Patient ID: names on disk come from validated UIDs and
   hashes only, never from free text a sender controls. One patient's objects share a
   folder so that a course whose plan and structure set sit in different studies still
-  assembles.
+  assembles. ``<storage>/.instances/<SOPInstanceUID>`` names the file of each instance, so
+  an instance re-sent under another patient (a corrected PatientID) replaces its old file
+  instead of leaving a second copy in the old patient's folder.
 - ``<reports>/<PatientID>/<plan labels>_<time>.json`` and ``.txt``: one report per course
   per (re)export; with ``--report-to`` also ``.dcm``, the report as an Encapsulated PDF.
 - ``<reports>/.rtcheck/<patient>/``: the ledger. A check is *claimed* (``pending/``) with its
@@ -34,12 +36,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..durable import atomic_write, fsync_folder, make_folders, remove_temporary_files
+from ..durable import TEMP_SUFFIX, atomic_write, fsync_folder, make_folders, remove_temporary_files
 from .wire import STATUS_INVALID_UID, STATUS_SOP_CLASS_MISMATCH, ObjectHeader, StoreError, uid_problem
 
 if TYPE_CHECKING:
@@ -66,6 +69,8 @@ FOLDER_BY_SOP_CLASS: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.128.1": "PT",  # Legacy Converted Enhanced PET Image
 }
 RT_FOLDERS = ("RTPLAN", "RTSTRUCT", "RTDOSE")
+
+INSTANCE_INDEX = ".instances"
 
 
 def patient_key(patient_id: str) -> str:
@@ -105,22 +110,56 @@ class ObjectStore:
         return path
 
     def store(self, header: ObjectHeader, encoded: bytes) -> StoredObject:
-        """Write ``encoded`` atomically; returns once it is on disk (fsync'd file and folder).
+        """Write ``encoded`` atomically (see :meth:`store_file`)."""
+        path = self.path_for(header)
+        make_folders(path.parent)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
+            tmp.write_bytes(encoded)  # store_file makes it durable
+            return self.store_file(header, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
 
-        An object re-sent under the same SOP Instance UID replaces the old file only once the
-        new one is safely written, including when its study changed (the old file goes).
+    def store_file(self, header: ObjectHeader, received: Path) -> StoredObject:
+        """Move a received file (in the storage folder) into place; returns once it is on disk.
+
+        The file is fsync'd and renamed, never copied. An object re-sent under the same SOP
+        Instance UID replaces the old file only once the new one is safely in place, also
+        when its study or its patient changed (the old file goes).
         """
         path = self.path_for(header)
         make_folders(path.parent)
         replaced = path.exists()
-        stale = tuple(p for p in self._same_instance(path) if p != path)
-        atomic_write(path, encoded)
+        stale = tuple(dict.fromkeys(p for p in self._same_instance(path) if p != path))
+        with received.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(received, path)
+        fsync_folder(path.parent)
+        self._record_instance(path)
         for old in stale:
             old.unlink(missing_ok=True)
             fsync_folder(old.parent)
         return StoredObject(path, replaced, stale)
 
+    def _record_instance(self, path: Path) -> None:
+        index = self.root / INSTANCE_INDEX
+        make_folders(index)
+        atomic_write(index / path.stem, str(path.relative_to(self.root)).encode("ascii"))
+
+    def _indexed(self, sop_instance_uid: str) -> Path | None:
+        try:
+            text = (self.root / INSTANCE_INDEX / sop_instance_uid).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            return None
+        recorded = (self.root / text.strip()).resolve()
+        return recorded if recorded.is_relative_to(self.root) and recorded.is_file() else None
+
     def _same_instance(self, path: Path) -> Iterator[Path]:
+        """Files of the instance ``path`` names: where the index says, and in this patient's folders
+        (objects stored before the index existed)."""
+        indexed = self._indexed(path.stem)
+        if indexed is not None:
+            yield indexed
         patient = path.parents[2]
         for study in _subfolders(patient):
             for folder in _subfolders(study):

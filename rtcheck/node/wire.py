@@ -11,10 +11,12 @@ import re
 import struct
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 import pydicom
+from pydicom.filereader import read_dataset
 
-from ..wellformed import MalformedDataset, TooLarge, check_well_formed, inflate
+from ..wellformed import FileReader, InflatingReader, MalformedDataset, Reader, TooLarge, inflated_size, walk
 
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
@@ -63,29 +65,37 @@ class ObjectHeader:
     patient_id: str
 
 
-_HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "PatientID"]
+#: The top-level elements the header is made of; SpecificCharacterSet decodes PatientID.
+_HEADER_TAGS = frozenset({0x00080005, 0x00080016, 0x00080018, 0x0020000D, 0x00100020})
 
 
 def read_header(
-    encoded: bytes, transfer_syntax: str, request_sop_class: str, request_sop_instance: str, inflate_limit: int
+    path: Path, transfer_syntax: str, request_sop_class: str, request_sop_instance: str, inflate_limit: int
 ) -> ObjectHeader:
-    """Check a received object (file meta + data set) and return its header.
+    """Check a received object (a file: preamble, file meta, data set) and return its header.
 
-    ``transfer_syntax`` is the one of the presentation context the object came in.
-    ``inflate_limit`` caps what a deflated data set may inflate to (a deflate bomb is a
-    few kB on the wire). Raises :class:`StoreError` with the status to answer when the
-    data set is malformed, a UID is invalid, or the data set contradicts its request.
+    ``transfer_syntax`` is the one of the presentation context the object came in. The data
+    set is walked from the file a window at a time, and a deflated one is inflated as the
+    walk goes, after a first pass made sure it inflates to no more than ``inflate_limit``
+    bytes (a deflate bomb is a few kB on the wire): memory stays bounded whatever the size
+    of the object. The header's elements, kept by the walk, are decoded by pydicom from
+    their raw bytes. Raises :class:`StoreError` with the status to answer when the data set
+    is malformed, a UID is invalid, or the data set contradicts its request.
     """
-    body = memoryview(encoded)[_file_meta_end(encoded) :]
     syntax = pydicom.uid.UID(transfer_syntax)
     try:
-        if syntax.is_deflated:
-            check_well_formed(inflate(body, inflate_limit), implicit_vr=False)
-        elif syntax.is_little_endian:
-            check_well_formed(body, implicit_vr=syntax.is_implicit_VR)
-        else:
-            raise StoreError(STATUS_MALFORMED, f"transfer syntax {syntax} is not accepted")
-        ds = pydicom.dcmread(BytesIO(encoded), specific_tags=_HEADER_TAGS, stop_before_pixels=True)
+        with path.open("rb") as fh:
+            offset = _file_meta_end(fh.read(144))
+            size = path.stat().st_size - offset
+            if syntax.is_deflated:
+                reader: Reader = InflatingReader(fh, offset, inflated_size(fh, offset, inflate_limit))
+                implicit = False
+            elif syntax.is_little_endian:
+                reader, implicit = FileReader(fh, offset, size), bool(syntax.is_implicit_VR)
+            else:
+                raise StoreError(STATUS_MALFORMED, f"transfer syntax {syntax} is not accepted")
+            raw = walk(reader, implicit, capture=_HEADER_TAGS)
+        ds = read_dataset(BytesIO(b"".join(raw[t] for t in sorted(raw))), implicit, True)
         header = ObjectHeader(
             sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
             sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
@@ -93,7 +103,7 @@ def read_header(
             patient_id=str(ds.get("PatientID", "") or ""),
         )
     except TooLarge as exc:
-        raise StoreError(STATUS_OUT_OF_RESOURCES, str(exc)) from exc
+        raise StoreError(STATUS_OUT_OF_RESOURCES, f"deflated data set {exc}") from exc
     except MalformedDataset as exc:
         raise StoreError(STATUS_MALFORMED, f"malformed data set: {exc}") from exc
     except StoreError:
@@ -122,7 +132,8 @@ def read_header(
 
 
 def _file_meta_end(encoded: bytes) -> int:
-    """Offset of the data set in preamble + 'DICM' + file meta, from (0002,0000) group length."""
+    """Offset of the data set in preamble + 'DICM' + file meta, from (0002,0000) group length
+    (``encoded``: at least its first 144 bytes)."""
     if len(encoded) < 144 or encoded[128:132] != b"DICM" or encoded[132:136] != b"\x02\x00\x00\x00":
         raise StoreError(STATUS_MALFORMED, "file meta without a group length")
     (group_length,) = struct.unpack_from("<I", encoded, 140)
