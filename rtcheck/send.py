@@ -42,6 +42,7 @@ from pynetdicom.events import Event
 
 from .durable import atomic_copy, fsync_folder, make_folders
 from .errors import ExitCode, InputError, RtcheckError
+from .terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +446,7 @@ def run_send(args: argparse.Namespace) -> int:
     failed = []
     for r in results:
         if r.stored:
-            print(f"stored {r.path} at {destination} (status 0x{r.status:04X})")
+            print(f"stored {printable(r.path)} at {destination} (status 0x{r.status:04X})")
         else:
             why = f"status 0x{r.status:04X}" if r.status is not None else r.problem
             failed.append(f"{r.path} ({why})")

@@ -285,3 +285,38 @@ def test_a_resent_instance_after_a_patient_id_correction_leaves_one_copy(tmp_pat
     assert [p.read_bytes() for p in (tmp_path / "storage").rglob("*.dcm")] == [b"corrected"]
     # The old patient's folder is looked at again (its course lost a plan): the node touches it.
     assert wrong.path.parents[2] != fixed.path.parents[2]
+
+
+def test_control_characters_from_a_sender_are_escaped_in_the_log(tmp_path: Path, course_dir) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import pydicom
+
+    folder = tmp_path / "course"
+    shutil.copytree(course_dir("compliant", dose_spacing_mm=5.0), folder)
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientID = "MRN\r\x1b[2K\x00FAKE"
+        if ds.Modality == "RTPLAN":
+            ds.RTPlanLabel = ds.RTPlanLabel + "\n\x1b[32m"
+        ds.save_as(path, enforce_file_format=True)
+    node = Node(tmp_path / "node", "--allow", "STORESCU@127.0.0.1").start()
+    try:
+        sent = subprocess.run(
+            [dcmtk("storescu"), "-aet", "STORESCU", "-aec", "RTCHECK", "127.0.0.1", str(node.port)]
+            + [str(p) for p in sorted(folder.glob("*.dcm"))],
+            capture_output=True,
+            timeout=60,
+            env=ECHO_ENV,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        deadline = time.monotonic() + 60
+        while "event=check_started" not in node.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        node.stop()
+    raw = node.log_path.read_bytes()
+    assert b"event=check_started" in raw
+    assert not any(c in raw for c in (b"\r", b"\x1b", b"\x00")), raw[-2000:]
+    assert r'patient_id="MRN\r\x1b[2K\x00FAKE" plans="LDRT\n\x1b[32m+SFRT\n\x1b[32m"' in raw.decode()
+    assert all(line.startswith(("20", " ", "\t", "Traceback")) or not line for line in raw.decode().splitlines())
