@@ -148,15 +148,26 @@ def test_idle_and_dribbling_connections_do_not_lock_out_an_allowed_peer(tmp_path
 
 
 def test_strangers_are_rejected_before_holding_a_slot_and_logged_once(tmp_path: Path) -> None:
-    node = Node(tmp_path / "node", "--allow", "ECHOSCU@127.0.0.1", "--max-associations", "1").start()
+    node = Node(tmp_path / "node", "--allow", "ECHOSCU@127.0.0.1", "--max-associations-per-peer", "1").start()
     try:
         for _ in range(5):
             assert echo(node, calling="INTRUDER").returncode != 0
         assert echo(node, called="ANY-SCP").returncode != 0  # the called AE title is checked too
-        assert echo(node).returncode == 0  # one slot, and the strangers held none of it
+        assert echo(node).returncode == 0  # one slot for 127.0.0.1, and the strangers held none of it
         log = node.log()
         assert log.count("event=association_rejected") == 1, log  # the same address: once a minute
         assert "calling_ae=INTRUDER" in log
+        # The per-peer limit: while one association from 127.0.0.1 is open, a second is refused.
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context(Verification)
+        held = ae.associate("127.0.0.1", node.port, ae_title="RTCHECK")
+        assert held.is_established
+        try:
+            refused = echo(node)
+            assert refused.returncode != 0 and b"Local Limit Exceeded" in refused.stdout + refused.stderr
+        finally:
+            held.release()
+        assert echo(node).returncode == 0
     finally:
         node.stop()
 
