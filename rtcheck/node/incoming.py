@@ -38,6 +38,7 @@ class IncomingFile:
 
     def __init__(self, folder: Path, limit: int) -> None:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".recv-", suffix=TEMP_SUFFIX)
+        os.fchmod(fd, 0o644)  # it becomes the stored object: the mode stored objects always had
         self.file = os.fdopen(fd, "wb")
         self.name = name
         self.limit = limit

@@ -158,14 +158,14 @@ class _NodeServer(ThreadedAssociationServer):
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
         client, address = self.socket.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.settimeout(self.io_timeout)
         if not self.gate.open_pending():
             client.close()
             self.gate.log_rejection(
                 "connection_refused", _peer(address), None, "too many connections without an association request"
             )
             raise OSError("too many pending connections")  # socketserver drops the request
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.settimeout(self.io_timeout)
         accepted = time.monotonic()
         request: GuardedSocket | GuardedSSLSocket
         if self.ssl_context:  # its sslsocket_class is GuardedSSLSocket (_ssl_context)
