@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..durable import atomic_write, file_sha256, fsync_folder, make_folders
+from ..reports.recent import INDEX_PAGE
 from .store import safe_name
 
 if TYPE_CHECKING:
@@ -56,6 +57,20 @@ class Claim:
     dcm_path: Path
     queue_name: str
     queued: bool = False
+
+    @property
+    def html_path(self) -> Path:
+        """The HTML report, beside the JSON (named from it, so claims made before it existed agree)."""
+        return self.json_path.with_suffix(".html")
+
+
+def patient_folder_name(patient_id: str) -> str:
+    """The folder of a patient's reports: :func:`safe_name` of the Patient ID, never the
+    name of the page of recent checks that shares the reports folder."""
+    name = safe_name(patient_id, "unknown-patient")
+    if name.lower() == INDEX_PAGE:
+        name += "_" + hashlib.sha256(patient_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return name
 
 
 _STAGED_SUFFIX = ".staged"
@@ -98,18 +113,18 @@ class Ledger:
     ) -> Claim:
         """Reserve report names for a course export and record the claim before any report exists."""
         taken = {c.json_path.name for c in self.pending(key).values()}
-        folder = self.reports / safe_name(course.patient_id, "unknown-patient")
+        folder = self.reports / patient_folder_name(course.patient_id)
         make_folders(folder)
         label = safe_name("+".join(course.plan_labels), "no-plan")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
             stem = f"{label}_{stamp}" if n == 1 else f"{label}_{stamp}-{n}"
-            paths = [folder / f"{stem}{suffix}" for suffix in (".json", ".txt", ".dcm")]
+            paths = [folder / f"{stem}{suffix}" for suffix in (".json", ".txt", ".dcm", ".html")]
             if paths[0].name not in taken and not any(p.exists() for p in paths):
                 break
         # Outbox names sort oldest first, like those of rtcheck.send.Outbox.enqueue.
         queue_name = f"{time.time_ns():020d}-{fingerprint[:16]}.dcm"
-        json_path, txt_path, dcm_path = paths
+        json_path, txt_path, dcm_path, _ = paths
         claim = Claim(fingerprint, key, json_path, txt_path, dcm_path, queue_name)
         entry = {
             "fingerprint": fingerprint,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..durable import atomic_write
+from ..reports.recent import INDEX_PAGE, RecentChecks
 from ..send import Outbox
 from .config import ServeSettings
 from .events import LOG, log_event
@@ -24,6 +26,7 @@ from .worker import (
     CheckOutcome,
     failure_outcome,
     init_worker,
+    render_page_job,
     run_check_job,
     warm_up,
     write_report,
@@ -74,6 +77,7 @@ class CheckScheduler:
         #: Per patient, the files of each association released since its courses were last examined.
         self._released: dict[Path, list[frozenset[Path]]] = {}
         self._jobs: dict[str, _Job] = {}
+        self._recent = RecentChecks(ledger.reports)
         self._executor = self._new_executor()
         self._thread = threading.Thread(target=self._run, name="rtcheck-checks", daemon=True)
 
@@ -98,6 +102,7 @@ class CheckScheduler:
                 self._due[folder] = now
                 owed += 1
         log_event(logging.INFO, "startup_scan", patients=len(self.store.patient_folders()), to_examine=owed)
+        self._update_index()  # whatever a crash left of it, the page matches the reports on disk
         self._thread.start()
 
     def touch(self, folder: Path, *, released: frozenset[Path] | None = None) -> None:
@@ -123,6 +128,8 @@ class CheckScheduler:
                 break
             if kind == "done":
                 self._safely(self._finished, *payload)
+            elif kind == "page":
+                self._safely(self._page_done, *payload)
 
     def _safely(self, action: Any, *args: Any) -> None:
         """Run ``action``; a bug in it is logged, and never stops this thread (the node's checks)."""
@@ -149,6 +156,8 @@ class CheckScheduler:
                         self._released.setdefault(folder, []).append(released)
                 elif kind == "done":
                     self._safely(self._finished, *payload)
+                elif kind == "page":
+                    self._safely(self._page_done, *payload)
                 try:
                     kind, payload = self._queue.get_nowait()
                 except queue.Empty:
@@ -294,7 +303,52 @@ class CheckScheduler:
         )
         if outcome.dicom_error and queued is None:
             log_event(logging.ERROR, "report_dicom_failed", path=claim.json_path.name, reason=outcome.dicom_error)
+        self._update_index()
+        self._start_page(job.job, claim, outcome)
         self._due[job.folder] = time.time()  # look again: new objects, or all resolved
+
+    def _start_page(self, job: CheckJob, claim: Claim, outcome: CheckOutcome) -> None:
+        """Have a worker draw the HTML report, now that the report is on disk."""
+        args = (job, outcome.json_text, job.complete and outcome.error is None)
+        try:
+            try:
+                future = self._executor.submit(render_page_job, *args)
+            except BrokenProcessPool:
+                self._replace_broken_executor()
+                future = self._executor.submit(render_page_job, *args)
+        except RuntimeError:  # shutting down: the JSON and text reports stand on their own
+            log_event(logging.WARNING, "report_html_skipped", path=claim.html_path.name, reason="stopping")
+            return
+        future.add_done_callback(lambda f: self._queue.put(("page", (claim, f))))
+
+    def _page_done(self, claim: Claim, future: concurrent.futures.Future[str]) -> None:
+        """Write a drawn HTML report beside its JSON, and list it on the page of recent checks."""
+        try:
+            page = future.result()
+        except concurrent.futures.CancelledError:
+            return  # shutting down: the JSON and text reports stand on their own
+        except Exception as exc:
+            log_event(logging.ERROR, "report_html_failed", path=claim.html_path.name, reason=exc)
+            if isinstance(exc, BrokenProcessPool):
+                self._replace_broken_executor()
+            return
+        try:
+            atomic_write(claim.html_path, page.encode("utf-8"))
+        except OSError as exc:
+            log_event(logging.ERROR, "report_html_failed", path=claim.html_path.name, reason=exc)
+            return
+        self._update_index()
+
+    def _update_index(self) -> None:
+        """Rewrite the page of recent checks from the reports on disk, atomically.
+
+        A page that cannot be written is logged and left for the next report: the reports
+        themselves are what the node owes.
+        """
+        try:
+            atomic_write(self.ledger.reports / INDEX_PAGE, self._recent.render().encode("utf-8"))
+        except OSError as exc:
+            log_event(logging.ERROR, "index_failed", page=INDEX_PAGE, reason=exc)
 
     def _write(self, claim: Claim, outcome: CheckOutcome) -> Path | None:
         """Write the report's files and queue its DICOM copy exactly once; returns the queued file.

@@ -14,7 +14,11 @@ memory only ever caches what the disk says:
   an instance re-sent under another patient (a corrected PatientID) replaces its old file
   instead of leaving a second copy in the old patient's folder.
 - ``<reports>/<PatientID>/<plan labels>_<time>.json`` and ``.txt``: one report per course
-  per (re)export; with ``--report-to`` also ``.dcm``, the report as an Encapsulated PDF.
+  per (re)export; with ``--report-to`` also ``.dcm``, the report as an Encapsulated PDF;
+  then ``.html``, the HTML report with its figures, drawn once the others are written (a
+  node stopped in between leaves that report without one).
+- ``<reports>/index.html``: the page of recent checks (:mod:`rtcheck.reports.recent`),
+  rebuilt from the report JSON files after each report and at start.
 - ``<reports>/.rtcheck/<patient>/``: the ledger. A check is *claimed* (``pending/``) with its
   report names before the report is written and *done* (``done/``) after, keyed by the
   course's fingerprint (course key + SHA-256 and mtime of each file). After a crash a

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..assembly import CourseFiles
     from ..protocol import Protocol
     from ..report import Report
+    from ..reports.figures import Figures
     from ..workspace import Workspace
 
 # ---------------------------------------------------------------------------------------
@@ -75,7 +76,8 @@ def run_check_job(job: CheckJob) -> CheckOutcome:
 
     A check that raises still gets its report: not evaluable, with the reason, so a
     course that breaks the checker is seen by a person instead of vanishing from the queue.
-    The DICOM report (figures and PDF: a second or two) is made here too, in the worker.
+    The DICOM report (figures and PDF: a second or two) is made here too, in the worker;
+    the HTML report comes after the report is on disk (:func:`render_page_job`).
     The cyclic garbage collector pauses meanwhile (a report sooner); what the check leaves
     is collected after it.
     """
@@ -122,9 +124,14 @@ def failure_outcome(job: CheckJob, reason: str) -> CheckOutcome:
 def _outcome(
     job: CheckJob, report: Report, error: str | None, started: float, workspace: Workspace | None
 ) -> CheckOutcome:
+    from ..reports.figures import build_figures
     from ..reports.text import render_text
 
-    dicom, dicom_error = dicom_report(job.course, report, workspace) if job.dicom_report else (None, None)
+    dicom, dicom_error = None, None
+    if job.dicom_report:
+        # From the workspace the rules measured in; build_figures never raises for a figure.
+        drawn = build_figures(report, workspace) if workspace is not None else None
+        dicom, dicom_error = dicom_report(job.course, report, drawn)
     return CheckOutcome(
         verdict=str(report.verdict),
         error=error,
@@ -136,22 +143,20 @@ def _outcome(
     )
 
 
-def dicom_report(course: CourseFiles, report: Report, workspace: Workspace | None) -> tuple[bytes | None, str | None]:
+def dicom_report(course: CourseFiles, report: Report, drawn: Figures | None) -> tuple[bytes | None, str | None]:
     """(Encapsulated PDF file bytes, None), or (None, why it could not be made).
 
-    Filed under the patient and study of the course's first plan; its figures are drawn
-    from the workspace the rules measured in (none without one). Never raises: a report
+    Filed under the patient and study of the course's first plan, with the figures drawn
+    for the report (none for a course that was not measured). Never raises: a report
     whose PDF cannot be made still has its JSON and text, and the node logs the reason.
     """
     from ..reports.dicom import encapsulate_pdf
-    from ..reports.figures import build_figures
     from ..reports.pdf import render_pdf
 
     try:
         # A report of an incomplete course, or of a check that failed, lists no files:
         # the plan to take the patient and study from is then the course's own.
         plan = None if report.files else pydicom.dcmread(course.plans[0].path, stop_before_pixels=True)
-        drawn = build_figures(report, workspace) if workspace is not None else None
         ds = encapsulate_pdf(report, render_pdf(report, drawn), plan)
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
@@ -160,9 +165,34 @@ def dicom_report(course: CourseFiles, report: Report, workspace: Workspace | Non
     return buffer.getvalue(), None
 
 
+def render_page_job(job: CheckJob, report_json: str, figures: bool) -> str:
+    """The HTML report of a course whose report is already on disk, with its figures.
+
+    The second step of a check, run in a worker after the JSON and text reports are written:
+    drawing and embedding the figures takes about as long again as the check, and the
+    report must not wait for them. The course is opened anew and measured only as far as
+    the figures need. ``figures`` is False for a course that was not measured (incomplete,
+    or its check failed): its page says why instead.
+    """
+    from ..api import open_workspace
+    from ..report import Report
+    from ..reports.figures import Figures, build_figures
+    from ..reports.html import render_html
+
+    report = Report.model_validate_json(report_json)
+    drawn = None
+    if figures:
+        try:
+            workspace = open_workspace(job.course, load_protocol_cached(job.protocol_path), job.arm)
+            drawn = build_figures(report, workspace)
+        except Exception as exc:  # the files changed or vanished since the check
+            drawn = Figures.unavailable(f"the figures could not be drawn: {type(exc).__name__}: {exc}")
+    return render_html(report, drawn)
+
+
 def write_report(claim: Claim, outcome: CheckOutcome) -> None:
     """Write the .txt, the .dcm (if any), then the .json (the file that marks a report as
-    there), each atomically."""
+    there), each atomically. The .html follows (see :func:`render_page_job`)."""
     atomic_write(claim.txt_path, outcome.txt_text.encode("utf-8"))
     if outcome.dicom is not None:
         atomic_write(claim.dcm_path, outcome.dicom)

@@ -19,11 +19,13 @@ import html
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..report import ItemResult, Report, RuleResult, Status
-from .figures import Figures
 from .text import format_limits, format_value, summary_line
+
+if TYPE_CHECKING:  # drawing needs matplotlib; the page of recent checks must not load it
+    from .figures import Figures
 
 #: Badge text per status: a symbol and a word, readable without colour.
 BADGE = {
