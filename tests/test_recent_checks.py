@@ -19,6 +19,7 @@ import pytest
 from browser import DESKTOP, PHONE, Browser, chromium
 
 from rtcheck.api import incomplete_report, load_protocol
+from rtcheck.node.ledger import patient_folder_name
 from rtcheck.report import Report, Status
 from rtcheck.reports import recent
 from rtcheck.reports.html import render_html
@@ -182,3 +183,10 @@ def test_a_course_never_checked_shows_its_plans_and_why(checked: Callable, tmp_p
     assert row["class"] == "v-not_evaluable"
     assert row["cells"][3] == "LDRT + SFRT" and row["cells"][4] == "—"
     assert row["cells"][5] == "course.complete"
+
+
+def test_no_patient_folder_takes_the_page_name() -> None:
+    assert patient_folder_name("MRN40011") == "MRN40011"
+    for patient_id in ("index.html", "INDEX.html"):
+        assert patient_folder_name(patient_id).lower() != recent.INDEX_PAGE
+        assert patient_folder_name(patient_id).startswith(patient_id + "_")
