@@ -10,13 +10,14 @@ gives them the dose of any grid of that geometry (each plan, component, per frac
 
 Voxelisation
 ------------
-The solid is the slab staircase of :mod:`rtcheck.geometry`; a dose voxel is the box around
-its centre (:mod:`rtcheck.dose`). The volume of solid in a voxel is the sum, over the slabs
-overlapping the voxel's z-range, of the z-overlap times the in-plane area of the slab's shape
-in the voxel's square. The in-plane areas come from a scan-line fill at ``n`` sub-rows per
-voxel row (``subdivisions``: 4, or 2 for structures over 100 cc): on each sub-row the shape's
-boundary crossings give the exact x-intervals inside it (even-odd rule, so holes and
-separate parts are exact), so areas are exact in x and sampled at ``n`` mid-lines in y.
+The solid is the stack of thin slabs of :mod:`rtcheck.geometry` (its interpolated surface);
+a dose voxel is the box around its centre (:mod:`rtcheck.dose`). The volume of solid in a
+voxel is the sum, over the slabs overlapping the voxel's z-range, of the z-overlap times the
+in-plane area of the slab's shape in the voxel's square. The in-plane areas come from a
+scan-line fill at ``n`` sub-rows per voxel row (``subdivisions``: 4, or 2 for structures
+over 100 cc): on each sub-row the shape's boundary crossings give the exact x-intervals
+inside it (even-odd rule, so holes and separate parts are exact), so areas are exact in x
+and sampled at ``n`` mid-lines in y.
 
 * A voxel column fully inside on all ``n`` sub-rows is *interior*: it is decided as a whole,
   from runs of such columns. Slabs sharing a voxel are merged into one sample at the voxel

@@ -1,45 +1,46 @@
-"""Structures as solids: stacks of planar shapes with a thickness (shapely 2).
+"""Structures as solids: stacks of thin planar slabs on an interpolated surface (shapely 2).
 
 A planning system draws a structure as planar contours on image slices. rtcheck turns each
-ROI into a :class:`Solid`: one :class:`Slab` per contour plane, whose shape is the even-odd
-combination of that plane's contours and whose thickness is the structure's own slice
-spacing around that plane (the "slab" convention that the volume, the DVH and every
-distance in rtcheck share).
+ROI into a :class:`Solid`: its sections on the contour planes (the even-odd combination of
+each plane's contours), and between and beyond them the surface that
+:mod:`rtcheck.interpolation` reconstructs (shape-based interpolation of the sections'
+signed distances, domed or flat end caps). The solid holds that surface as thin
+:class:`Slab` s: z-ranges that tile the structure, each with the interpolated section at
+its middle. Every measure here (volume, centroid, overlaps, booleans, distances, margins,
+expansion, contraction, connected components) and the DVH (:mod:`rtcheck.dvh`) works on
+these same slabs, so the DVH's structure volume is the solid's volume and a margin is
+measured on the surface the DVH integrates over.
 
-Slab convention
----------------
-For the sorted contour planes ``z_1 < ... < z_n`` of a ROI, slab ``i`` spans
-``[z_i - below_i, z_i + above_i]`` where ``below_i`` is half the distance to the previous
-plane and ``above_i`` half the distance to the next one. At the end caps, and across a gap
-wider than 1.5 times the structure's typical spacing, the half-thickness is half the typical
-spacing. A sphere contoured every 2.5 mm therefore has the volume of the midpoint rule.
+Accuracy
+--------
+Slabs are cut so that the outline moves by at most ``MAX_STEP_MM`` (0.3 mm) from one to
+the next; a slab's section stands for its whole z-range, so in-plane positions are known
+to half of that. Measured on analytic spheres (tests/test_surface.py asserts the bounds,
+benchmarks/geometry_accuracy.py prints the errors): margins and surface distances between
+spheres within 0.12 mm in any direction at 1-5 mm planes (the tests' bound is 0.3 mm where
+the closest points lie between contour planes, half a spacing where one lies beyond a
+structure's last plane, in a cap); volumes of solids of 1 cc and more within 1.8 % at
+planes up to 3 mm. A flat end perpendicular to z (a cylinder along z) is known to half a
+spacing only: nothing says where between the last plane and the next it lies.
 
-The typical spacing is the median distance between the ROI's own planes: a ROI drawn on
-every other CT slice has slabs twice as thick, not gaps. A ROI with a single plane has no
+The typical spacing of a ROI is the median distance between its own planes: a ROI drawn
+on every other CT slice has a coarser surface, not gaps. A ROI with a single plane has no
 spacing of its own and borrows the one given by the caller (the structure set's, see
-:class:`SolidCache`).
+:class:`SolidCache`); it is a flat slab of that thickness. A step wider than 1.5 typical
+spacings is a gap: the structure ends on both sides of it.
 
-Volumes and distances
----------------------
-Volumes, overlaps and the boolean operations treat a solid as a staircase: each slab a
-right prism. That gives the midpoint-rule volume, but a staircase's corners stick out of
-the drawn surface by up to half a spacing in oblique directions, and a ball rolled over
-them (a distance, a margin, a 3-D expansion) would carry that error along: expanding a
-sphere's staircase by 5 mm overshoots the expanded sphere's volume by 4 % (r = 35 mm) and
-8-12 % (r = 7.5 mm) at 2.5 mm slices, and still by 5 % at 1 mm.
+The surface of a drawn structure is built when a measure first needs it
+(:class:`Surface`): the integrity check of a structure set reads every ROI's contours but
+the surface of only those a rule measures.
 
-Distances, margins, expansion and contraction therefore use the *surface* of the same
-slabs: each shape stands for its own plane only, except that the first and last slab of
-a contiguous block reach out to the slab's edge (the cap, and the sides of a gap), as the
-slab convention says the structure does. Between two planes the surface then lies where
-balls around the two sections put it, which is within a few hundredths of a millimetre of
-a smooth surface. Slabs whose z-ranges overlap (two structures drawn on the same slice)
-are compared in-plane. Measured on analytic spheres at 2.5 mm slices: distances and
-margins in directions up to about 45 degrees from the slice plane are exact to within
-half the spacing (in-plane: to the polygon resolution); two extremities facing each other
-along z are each known only to +-half a spacing (the convention's cap), so their distance
-is known to +-one spacing. A 5 mm expansion of a 35 mm sphere is within 1.3 % of the
-40 mm sphere's volume.
+Distances
+---------
+Distances, margins, expansion and contraction treat each slab's shape as standing for
+its own middle plane, except that the first and last slab of a contiguous block reach out
+to the slab's edge (the tip of a cap, the sides of a gap); slabs whose z-ranges overlap
+are compared in-plane. Between two slabs the surface then lies where balls around the two
+sections put it, which on slabs this thin is within hundredths of a millimetre of the
+interpolated surface.
 
 Contours
 --------
@@ -50,32 +51,34 @@ the same rule made explicit. A self-intersecting contour is split even-odd too
 solid without slabs. Whatever cannot become part of a closed shape (open contours, fewer
 than three points, a contour spread over several planes) is left out and reported as a
 :class:`GeometryIssue` kept on the solid, so that a rule can refuse to evaluate a
-structure whose geometry is not what was drawn.
+structure whose geometry is not what was drawn. A plane whose contours cancel out ends the
+structure on both sides, as a gap does.
 
 Derived structures
 ------------------
-:func:`union`, :func:`intersection`, :func:`difference`, :func:`expand` and
-:func:`contract` return solids too. Their slabs are explicit z-ranges (the common
-refinement of the inputs' ranges); ``Slab.z`` is then a representative plane inside the
-range. Expansion and contraction by a margin ``m`` use a ball of radius ``m`` on the
-surface model: an output plane's shape is the union, over input slabs whose surface range
-is closer than ``m``, of the slab's shape buffered by ``sqrt(m**2 - dz**2)``, ``dz`` being
-that distance in z; a contraction takes the intersection of the negative buffers, and
-nothing where the ball would leave the structure through a cap or into a gap.
+:func:`union`, :func:`intersection` and :func:`difference` combine the slabs of their
+inputs (the common refinement of their z-ranges), so they follow the inputs' surfaces.
+:func:`expand` and :func:`contract` roll a ball of radius ``m`` over the input's surface:
+they compute sections on planes of the input's contour spacing, or a multiple of it up to
+half the margin (the union, or intersection, of the input's sheets buffered by
+``sqrt(m**2 - dz**2)``) and interpolate between them as for a drawn structure. A 5 mm
+expansion of a 35 mm sphere is within 1 % of the 40 mm sphere's volume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 import shapely
 
 from rtcheck.course import Contour, Roi, StructureSet
 from rtcheck.errors import RtcheckError
+from rtcheck.interpolation import gaps_between_blocks, interpolated_slabs
 from rtcheck.planes import COPLANAR_TOLERANCE_MM, contour_plane
 
 #: Contours whose mean z differ by less than this lie on the same plane.
@@ -84,9 +87,9 @@ PLANE_TOLERANCE_MM = 0.01
 _Z_MERGE_MM = 1e-4
 #: Segments per quarter circle when buffering (0.16 % area deficit on a circle).
 _QUAD_SEGS = 16
-#: Directions of the shapes' extents that bound in-plane distances from below (16: the
-#: bound is within 2 % of the distance between two convex shapes).
-_DIRECTIONS = np.c_[np.cos(np.arange(16) * np.pi / 8), np.sin(np.arange(16) * np.pi / 8)]
+#: Directions of the shapes' extents that bound in-plane distances from below (32: the
+#: bound is within 0.5 % of the distance between two convex shapes).
+_DIRECTIONS = np.c_[np.cos(np.arange(32) * np.pi / 16), np.sin(np.arange(32) * np.pi / 16)]
 
 _CLOSED_TYPES = frozenset({"CLOSED_PLANAR", "CLOSEDPLANAR_XOR"})
 _OPEN_TYPES = frozenset({"OPEN_PLANAR", "OPEN_NONPLANAR"})
@@ -136,7 +139,8 @@ class GeometryIssue:
 
 @dataclass(frozen=True)
 class Slab:
-    """The cross-section of a solid on one contour plane, and the z-range it stands for."""
+    """A thin piece of a solid: its cross-section at ``z`` (the middle of the range, or a
+    contour plane for slabs built by hand) and the z-range that section stands for."""
 
     z: float
     z_min: float
@@ -162,13 +166,17 @@ class Solid:
     """
 
     name: str
-    slabs: tuple[Slab, ...]
+    slabs: Sequence[Slab]
     points_mm: np.ndarray = field(default_factory=_empty_points)
     issues: tuple[GeometryIssue, ...] = ()
+    #: Distance between the contour planes the solid stands on (None: its slabs' median thickness).
+    plane_spacing_mm: float | None = None
 
     def __post_init__(self) -> None:
         points = np.asarray(self.points_mm, dtype=np.float64).reshape(-1, 3)
         object.__setattr__(self, "points_mm", points)
+        if isinstance(self.slabs, Surface):
+            return  # built sorted, when first needed
         lo, hi = self._lo, self._hi
         if np.any(hi <= lo) or np.any(lo[1:] < hi[:-1] - _Z_MERGE_MM):
             raise ValueError(f"solid '{self.name}': slabs must have positive thickness and be sorted by z")
@@ -246,9 +254,20 @@ class Solid:
 
     @cached_property
     def typical_spacing_mm(self) -> float:
-        """Median slab thickness: the step used to add planes when the solid is expanded."""
+        """The spacing of the contour planes (for a derived solid, of its inputs'): the step
+        of the planes of an expansion or contraction."""
         self._require_volume("slice spacing")
+        if self.plane_spacing_mm is not None:
+            return self.plane_spacing_mm
         return float(np.median(self._hi - self._lo))
+
+    def gaps_mm(self) -> list[tuple[float, float]]:
+        """z-intervals between two parts of the solid where nothing was drawn (a gap)."""
+        if isinstance(self.slabs, Surface):
+            return self.slabs.gaps_mm()
+        lo, hi = self._lo, self._hi
+        gap = np.flatnonzero(lo[1:] - hi[:-1] > 1e-3)
+        return [(float(hi[i]), float(lo[i + 1])) for i in gap]
 
     # -- measures ---------------------------------------------------------------------------
     @cached_property
@@ -315,7 +334,8 @@ class Solid:
                 Slab(self.slabs[i].z, self.slabs[i].z_min, self.slabs[i].z_max, g)
                 for i, g in zip(slab_idx, grouped, strict=True)
             )
-            out.append(Solid(f"{self.name} #{k + 1}", slabs, issues=self.issues))
+            name = f"{self.name} #{k + 1}"
+            out.append(Solid(name, slabs, issues=self.issues, plane_spacing_mm=self.plane_spacing_mm))
         return tuple(out)
 
     def _require_volume(self, what: str) -> None:
@@ -373,7 +393,54 @@ def solid_from_roi(roi: Roi, typical_spacing_mm: float | None = None) -> Solid:
     if not slabs and not points and roi.contours:
         report("error", "no closed planar contour with an area: the ROI has no volume")
     pts = np.concatenate(points) if points else _empty_points()
-    return Solid(roi.name, slabs, pts, tuple(report.issues))
+    spacing = slabs.spacing_mm if isinstance(slabs, Surface) else None
+    return Solid(roi.name, slabs, pts, tuple(report.issues), spacing)
+
+
+class Surface(Sequence[Slab]):
+    """The slabs of a drawn structure: its sections on the contour planes, interpolated
+    between them (:mod:`rtcheck.interpolation`) when first needed.
+
+    A structure set has many ROIs that no measure ever asks for the surface of (the
+    integrity check only reads their contours); they cost nothing more than their sections.
+    """
+
+    def __init__(self, plane_z: np.ndarray, shapes: np.ndarray, spacing_mm: float, empty_z: np.ndarray) -> None:
+        self.plane_z, self.shapes, self.spacing_mm = plane_z, shapes, spacing_mm
+        self.empty_z = empty_z  # planes whose contours cancel out: they end a block
+
+    @cached_property
+    def _slabs(self) -> tuple[Slab, ...]:
+        z = np.r_[self.plane_z, self.empty_z]
+        shapes = np.r_[self.shapes, np.full(len(self.empty_z), shapely.Polygon(), dtype=object)]
+        order = np.argsort(z, kind="stable")
+        return tuple(Slab(*slab) for slab in interpolated_slabs(z[order], shapes[order], self.spacing_mm))
+
+    def gaps_mm(self) -> list[tuple[float, float]]:
+        return gaps_between_blocks(self.plane_z, self.spacing_mm)
+
+    def __bool__(self) -> bool:
+        return len(self.plane_z) > 0
+
+    def __len__(self) -> int:
+        return len(self._slabs)
+
+    @overload
+    def __getitem__(self, index: int) -> Slab: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Slab, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Slab | tuple[Slab, ...]:
+        return self._slabs[index]
+
+    def __iter__(self) -> Iterator[Slab]:
+        return iter(self._slabs)
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _contour_points(contour: Contour) -> np.ndarray | None:
@@ -385,7 +452,7 @@ def _contour_points(contour: Contour) -> np.ndarray | None:
 
 def _slabs_from_closed(
     closed: list[np.ndarray], spacing_fallback: float | None, name: str, report: _IssueLog
-) -> tuple[Slab, ...]:
+) -> Surface | tuple[()]:
     counts = np.array([len(c) for c in closed])
     xyz = np.concatenate(closed)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
@@ -468,11 +535,7 @@ def _slabs_from_closed(
                 "is known to give it a thickness"
             )
         spacing = float(spacing_fallback)
-    lo, hi = _slab_ranges(plane_z, spacing)
-    return tuple(
-        Slab(float(z), float(a), float(b), s)
-        for z, a, b, s in zip(plane_z[nonempty], lo[nonempty], hi[nonempty], shapes[nonempty], strict=True)
-    )
+    return Surface(plane_z[nonempty], shapes[nonempty], spacing, plane_z[~nonempty])
 
 
 def _group_planes(z: np.ndarray) -> np.ndarray:
@@ -484,15 +547,6 @@ def _group_planes(z: np.ndarray) -> np.ndarray:
 
 def _median_spacing(planes: np.ndarray) -> float | None:
     return float(np.median(np.diff(planes))) if len(planes) > 1 else None
-
-
-def _slab_ranges(plane_z: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """Slab z-ranges of sorted planes under the module's slab convention."""
-    half = np.diff(plane_z) / 2.0
-    half = np.where(half > 0.75 * spacing, spacing / 2.0, half)  # gap: wider than 1.5 spacings
-    below = np.r_[spacing / 2.0, half]
-    above = np.r_[half, spacing / 2.0]
-    return plane_z - below, plane_z + above
 
 
 def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
@@ -580,7 +634,7 @@ def _connected_labels(parts: np.ndarray, slab_of: np.ndarray, lo: np.ndarray, hi
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Pieces:
-    """A solid's slabs and points as arrays: staircase ranges, surface ranges, shapes."""
+    """A solid's slabs and points as arrays: slab ranges, surface ranges, shapes."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -601,7 +655,7 @@ class _Pieces:
         return cls(np.r_[solid._lo, z], np.r_[solid._hi, z], np.r_[surf_lo, z], np.r_[surf_hi, z], geoms, extents)
 
     def z_gaps(self, other: _Pieces) -> np.ndarray:
-        """(n, m) z-distance used by every distance: 0 where staircase ranges overlap, else
+        """(n, m) z-distance used by every distance: 0 where slab ranges overlap, else
         the gap between surface ranges."""
         stair = _overlap_len(self.lo, self.hi, other.lo, other.hi) > _Z_MERGE_MM
         return np.where(stair, 0.0, _z_gap(self.surf_lo, self.surf_hi, other.surf_lo, other.surf_hi))
@@ -641,7 +695,7 @@ def _extent_gap(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
 
 
 def overlap_volume_cc(a: Solid, b: Solid) -> float:
-    """Volume common to ``a`` and ``b`` (staircase: slab pairs times their z-overlap)."""
+    """Volume common to ``a`` and ``b`` (slab pairs times their z-overlap)."""
     a._require_volume("overlap")
     b._require_volume("overlap")
     ov = _overlap_len(a._lo, a._hi, b._lo, b._hi)
@@ -707,7 +761,7 @@ def margin_mm(a: Solid, b: Solid) -> float:
     caps (and in its gaps) the outside is the whole plane, so there ``d`` is 0 and ``dz``
     is the distance to the cap's edge.
 
-    When part of ``a`` lies outside ``b`` (in the staircase sense): minus the largest
+    When part of ``a`` lies outside ``b`` (slab by slab): minus the largest
     distance from that part to ``b`` (how far ``a`` sticks out), evaluated at the
     vertices of the protruding polygons.
     """
@@ -715,7 +769,7 @@ def margin_mm(a: Solid, b: Solid) -> float:
     pa = _Pieces.of(a)
     shapely.prepare(b._geoms)
     void_lo, void_hi = b._voids
-    # Inside in the staircase sense: no slab of a reaches into a void of b (a point of a
+    # Inside, slab by slab: no slab of a reaches into a void of b (a point of a
     # must not lie strictly inside one), and a's shape is within b's wherever they face.
     thick = (pa.hi > pa.lo)[:, None]
     in_void = _overlap_len(pa.lo, pa.hi, void_lo, void_hi) > np.where(thick, _Z_MERGE_MM, 0.0)
@@ -727,6 +781,16 @@ def margin_mm(a: Solid, b: Solid) -> float:
 
     best_void = float(_z_gap(pa.surf_lo, pa.surf_hi, void_lo, void_hi).min())
     dz = pa.z_gaps(_Pieces.of(b))
+    # A lower bound of the in-plane distance from a's shape i to b's outline j, where a's
+    # shape lies inside b's: the distance from a point c inside b's shape to b's outline,
+    # less the farthest reach of a's shape from c.
+    c = a.centroid_mm[:2]
+    coords, idx = shapely.get_coordinates(pa.geoms, return_index=True)
+    reach = np.zeros(len(pa.geoms))
+    np.maximum.at(reach, idx, np.hypot(coords[:, 0] - c[0], coords[:, 1] - c[1]))
+    centre = shapely.points(c)
+    depth = np.where(shapely.contains_xy(b._geoms, *c), shapely.distance(centre, b._boundaries), 0.0)
+    in_plane = np.maximum(depth[None, :] - reach[:, None], 0.0)
 
     def exact(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         inside = shapely.contains(b._geoms[j], pa.geoms[i])  # b's shapes are prepared
@@ -734,7 +798,7 @@ def margin_mm(a: Solid, b: Solid) -> float:
         d[inside] = shapely.distance(pa.geoms[i[inside]], b._boundaries[j[inside]])
         return np.hypot(dz[i, j], d)
 
-    bound = np.where(dz < best_void, dz, np.inf)
+    bound = np.where(dz < best_void, np.hypot(dz, in_plane), np.inf)
     if not np.isfinite(bound).any():
         return best_void
     return min(best_void, _minimise(bound, exact))
@@ -812,9 +876,16 @@ def _assemble(
     shapes[mixed] = [_polygonal(g) for g in shapes[mixed]]  # drop lines where shapes only touch
     keep = ~shapely.is_empty(shapes)
     lo, hi, z, shapes = lo[keep], hi[keep], z[keep], shapes[keep]
+    sources = list(sources)
     issues = tuple(dict.fromkeys(i for s in sources for i in s.issues))
     slabs = tuple(Slab(float(c), float(a), float(b), g) for c, a, b, g in zip(z, lo, hi, shapes, strict=True))
-    return Solid(name, slabs, issues=issues)
+    return Solid(name, slabs, issues=issues, plane_spacing_mm=_plane_spacing(sources))
+
+
+def _plane_spacing(sources: Iterable[Solid]) -> float | None:
+    """The finest contour-plane spacing among the inputs of a derived solid."""
+    spacings = [s.plane_spacing_mm for s in sources if s.plane_spacing_mm is not None]
+    return min(spacings) if spacings else None
 
 
 def _combine(solids: list[Solid], op: str, name: str) -> Solid:
@@ -857,85 +928,113 @@ def difference(a: Solid, *others: Solid, name: str | None = None) -> Solid:
 def expand(solid: Solid, margin: float, name: str | None = None) -> Solid:
     """``solid`` grown by ``margin`` mm in every direction (dilation by a ball).
 
-    Output planes are the input's, plus planes every typical spacing filling the ``margin``
-    beyond each cap and any gap. Each output slab's shape is the union, over input slabs
-    whose z-range is closer than ``margin`` to the output plane, of the input shape
-    buffered by ``sqrt(margin**2 - dz**2)``.
+    The result stands on planes of the input's contour spacing (:func:`_derived_step`),
+    from ``margin`` below its lowest point to ``margin`` above its highest, and is
+    interpolated between them like a drawn structure. A plane's section is the union,
+    over the input's sheets (its slabs' shapes, taken every :func:`_sheet_step` in z)
+    closer than ``margin``, of the sheet buffered by ``sqrt(margin**2 - dz**2)``.
     """
     if margin < 0:
         raise ValueError(f"expand: margin must be >= 0 mm (got {margin}); use contract()")
     solid._require_volume("expansion")
     name = name or f"{solid.name} + {margin:g} mm"
     if margin == 0:
-        return Solid(name, solid.slabs, issues=solid.issues)
-    lo, hi, z = _expanded_ranges(solid, margin)
-    dz = _z_gap(z, z, *solid._surface_ranges)
+        return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
+    step = _derived_step(solid, margin)
+    z = _planes(solid, solid._lo[0] - margin, solid._hi[-1] + margin, step)
+    sheets = _sheets(solid, _sheet_step(margin))
+    dz = _plane_gaps(solid, sheets, z)
     k, j = np.nonzero(dz < margin)
     radius = np.sqrt(margin**2 - dz[k, j] ** 2)
-    grown = shapely.buffer(solid._geoms[j], radius, quad_segs=_QUAD_SEGS)
+    grown = shapely.buffer(solid._geoms[sheets][j], radius, quad_segs=_QUAD_SEGS)
     shapes = _group_union(grown, k, len(z))
-    return _assemble(name, lo, hi, z, shapes, [solid])
-
-
-def _expanded_ranges(solid: Solid, margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slab ranges of an expansion: the input's, plus new slabs in the space it grows into."""
-    step = solid.typical_spacing_mm
-    lo, hi = solid._lo, solid._hi
-    # Free z-intervals no input slab covers: below, between slabs (gaps), above. The
-    # expansion reaches ``margin`` into each from every side that has the solid.
-    free_lo = np.r_[lo[0] - margin, hi]
-    free_hi = np.r_[lo, hi[-1] + margin]
-    reach_up = np.minimum(free_hi, free_lo + margin)
-    reach_up[0] = free_hi[0]
-    reach_down = np.maximum(free_lo, free_hi - margin)
-    reach_down[-1] = free_lo[-1]
-    new_lo, new_hi = [], []
-    for f0, f1, r0, r1 in zip(free_lo, free_hi, reach_up, reach_down, strict=True):
-        if f1 - f0 <= _Z_MERGE_MM:
-            continue
-        segments = [(f0, f1)] if r0 >= r1 - _Z_MERGE_MM else [(f0, r0), (r1, f1)]
-        for s0, s1 in segments:
-            if s1 - s0 <= _Z_MERGE_MM:
-                continue
-            n = max(1, int(np.ceil((s1 - s0) / step - 1e-9)))
-            e = np.linspace(s0, s1, n + 1)
-            new_lo.append(e[:-1])
-            new_hi.append(e[1:])
-    all_lo = np.concatenate([lo, *new_lo])
-    all_hi = np.concatenate([hi, *new_hi])
-    planes = np.r_[solid._z, (all_lo[len(lo) :] + all_hi[len(hi) :]) / 2.0]
-    order = np.argsort(all_lo)
-    return all_lo[order], all_hi[order], planes[order]
+    return _surface_solid(name, z, shapes, step, [solid])
 
 
 def contract(solid: Solid, margin: float, name: str | None = None) -> Solid:
     """``solid`` shrunk by ``margin`` mm in every direction (erosion by a ball).
 
-    An output slab keeps a point only if the ball of radius ``margin`` around it lies
-    inside the solid: its shape is the intersection, over input slabs closer than
-    ``margin`` in z, of the input shape buffered by ``-sqrt(margin**2 - dz**2)``, and it
-    is empty where the ball would reach beyond a cap or into a gap.
+    The result stands on planes of the input's contour spacing (:func:`_derived_step`)
+    and is interpolated between them. A plane keeps a point only if the ball of radius ``margin`` around it lies inside
+    the solid: its section is the intersection, over the input's sheets closer than
+    ``margin`` in z, of the sheet buffered by ``-sqrt(margin**2 - dz**2)``, and it is empty
+    where the ball would reach beyond the solid's ends or into a gap.
     """
     if margin < 0:
         raise ValueError(f"contract: margin must be >= 0 mm (got {margin}); use expand()")
     solid._require_volume("contraction")
     name = name or f"{solid.name} - {margin:g} mm"
     if margin == 0:
-        return Solid(name, solid.slabs, issues=solid.issues)
-    lo, hi, z = solid._lo, solid._hi, solid._z
-    # the ball around a point of plane z must not reach into a void (beyond a cap, a gap)
+        return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
+    step = _derived_step(solid, margin)
+    z = _planes(solid, solid._lo[0] + margin, solid._hi[-1] - margin, step)
     void_lo, void_hi = solid._voids
     covered = np.asarray((_overlap_len(z - margin, z + margin, void_lo, void_hi) <= _Z_MERGE_MM).all(axis=1))
-    dz = _z_gap(z, z, *solid._surface_ranges)
+    sheets = _sheets(solid, _sheet_step(margin))
+    dz = _plane_gaps(solid, sheets, z)
     k, j = np.nonzero((dz <= margin) & covered[:, None])
     radius = np.sqrt(np.maximum(margin**2 - dz[k, j] ** 2, 0.0))
-    shrunk = shapely.buffer(solid._geoms[j], -radius, quad_segs=_QUAD_SEGS)
+    shrunk = shapely.buffer(solid._geoms[sheets][j], -radius, quad_segs=_QUAD_SEGS)
     counts = np.bincount(k, minlength=len(z))
     grid = np.full((len(z), max(int(counts.max(initial=0)), 1)), None, dtype=object)
     grid[k, np.arange(len(k)) - np.r_[0, np.cumsum(counts)[:-1]][k]] = shrunk
     shapes = np.full(len(z), shapely.Polygon(), dtype=object)
     shapes[covered] = shapely.intersection_all(grid[covered], axis=1)
-    return _assemble(name, lo, hi, z, shapes, [solid])
+    return _surface_solid(name, z, shapes, step, [solid])
+
+
+def _derived_step(solid: Solid, margin: float) -> float:
+    """Plane spacing of an expansion or contraction: the input's, or half the margin where
+    that is coarser (a surface rolled over by a ball of radius ``margin`` is smooth at that
+    scale, and the interpolation between planes follows it)."""
+    spacing = solid.typical_spacing_mm
+    return spacing * max(1, math.floor(margin / 2 / spacing))
+
+
+def _planes(solid: Solid, z_min: float, z_max: float, step: float) -> np.ndarray:
+    """Planes every ``step`` mm within [z_min, z_max], aligned with the solid's own planes."""
+    ref = solid.slabs.plane_z[0] if isinstance(solid.slabs, Surface) else solid.slabs[0].z
+    k0, k1 = math.ceil((z_min - ref) / step - 1e-9), math.floor((z_max - ref) / step + 1e-9)
+    return ref + step * np.arange(k0, k1 + 1, dtype=np.float64)
+
+
+def _plane_gaps(solid: Solid, sheets: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(planes, sheets) z-distance from each plane to each sheet's surface range; 0 where the
+    plane lies within the sheet's slab (as :func:`_point_distances` measures)."""
+    surf_lo, surf_hi = (r[sheets] for r in solid._surface_ranges)
+    within = _overlap_len(z, z, solid._lo[sheets], solid._hi[sheets]) >= -_Z_MERGE_MM
+    return np.where(within, 0.0, _z_gap(z, z, surf_lo, surf_hi))
+
+
+def _sheet_step(margin: float) -> float:
+    """Spacing of the input sheets a ball of radius ``margin`` is rolled over: a quarter of
+    the margin leaves scallops of at most margin / 128 between two balls."""
+    return margin / 4.0
+
+
+def _sheets(solid: Solid, step: float) -> np.ndarray:
+    """Indices of slabs whose outlines are about ``step`` apart (in z, or in equivalent
+    radius where the section changes fast), keeping the first and last of every block
+    (where the surface reaches out to the slab's edge)."""
+    lo, hi, z = solid._lo, solid._hi, solid._z
+    radius = np.sqrt(solid._areas / np.pi)
+    ends = np.r_[True, lo[1:] - hi[:-1] > _Z_MERGE_MM]
+    ends |= np.r_[ends[1:], True]
+    keep, last = [], 0
+    for i in range(len(z)):
+        if ends[i] or z[i] - z[last] >= step or abs(radius[i] - radius[last]) >= step:
+            keep.append(i)
+            last = i
+    return np.asarray(keep, dtype=np.intp)
+
+
+def _surface_solid(name: str, z: np.ndarray, shapes: np.ndarray, step: float, sources: list[Solid]) -> Solid:
+    """A derived solid from its sections on planes ``z``, interpolated like a drawn one."""
+    shapes = np.array([_polygonal(g) if not g.is_empty else g for g in shapes], dtype=object)
+    empty = shapely.is_empty(shapes)
+    issues = tuple(dict.fromkeys(i for s in sources for i in s.issues))
+    slabs: Surface | tuple[()] = Surface(z[~empty], shapes[~empty], step, z[empty]) if (~empty).any() else ()
+    return Solid(name, slabs, issues=issues, plane_spacing_mm=step)
 
 
 # ---------------------------------------------------------------------------------------------

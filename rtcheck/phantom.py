@@ -800,6 +800,30 @@ def _v_peak_near_gtv_edge() -> PhantomSpec:
     return _design("peak_near_gtv_edge", peaks=_moved_peak(0, np.add(GTV_SFRT.centre, 23.5 * _TETRAHEDRON[0])))
 
 
+def peak_offset_for_margin(margin_mm: float) -> float:
+    """Distance from the GTV_SFRT centre that leaves a peak ``margin_mm`` inside its surface."""
+    return GTV_SFRT.radius_mm - PEAK_RADIUS_MM - margin_mm
+
+
+@_variant
+def _v_peak_margin_10_4mm() -> PhantomSpec:
+    """Peak_1 moved out along its oblique lattice direction (1, 1, 1)/sqrt 3 to 17.1 mm from
+    the GTV_SFRT centre: its surface is 10.4 mm inside the GTV surface, with the closest
+    points between contour planes. Per protocol (>= 10 mm): a compliant plan whose peak
+    sits where a planner puts it, just past the threshold."""
+    centre = np.add(GTV_SFRT.centre, peak_offset_for_margin(10.4) * _TETRAHEDRON[0])
+    return _design("peak_margin_10_4mm", peaks=_moved_peak(0, centre))
+
+
+@_variant
+def _v_peak_margin_9_4mm() -> PhantomSpec:
+    """Peak_1 moved out along (1, 1, 1)/sqrt 3 to 18.1 mm from the GTV_SFRT centre: its
+    surface is 9.4 mm inside the GTV surface -> peak margin rule: acceptable variation
+    (5-10 mm)."""
+    centre = np.add(GTV_SFRT.centre, peak_offset_for_margin(9.4) * _TETRAHEDRON[0])
+    return _design("peak_margin_9_4mm", peaks=_moved_peak(0, centre))
+
+
 @_variant
 def _v_peaks_too_close() -> PhantomSpec:
     """Peak_2 moved to 12 mm (centre to centre) from Peak_1 along their edge (the spheres

@@ -38,7 +38,7 @@ FLOORS: list[tuple[str, set[str]]] = [
         },
     ),
     ("files", {"dicomio", "integrity"}),
-    ("measure", {"geometry", "dose", "dvh", "assembly"}),
+    ("measure", {"interpolation", "geometry", "dose", "dvh", "assembly"}),
     ("trial vocabulary", {"protocol", "roles", "arms"}),
     ("workspace", {"workspace"}),
     ("rules", {"rules"}),

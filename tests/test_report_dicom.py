@@ -117,7 +117,10 @@ def test_findings_sr_lists_every_rule_and_references_the_inputs(checked, tmp_pat
     assert texts[0] == "unacceptable deviation"
     for rule in report.rules:
         assert any(t.startswith(f"{rule.id}: {rule.status.label};") for t in texts), rule.id
-    assert "peaks.margin_to_gtv: unacceptable deviation; measured 3.93 mm (per protocol ≥ 10 mm)" in "\n".join(texts)
+    margin = report.rule("peaks.margin_to_gtv")
+    assert margin is not None and margin.value == pytest.approx(4.0, abs=0.3)  # Peak_1's surface is 4 mm inside
+    line = f"peaks.margin_to_gtv: unacceptable deviation; measured {margin.value:.2f} mm (per protocol ≥ 10 mm)"
+    assert line in "\n".join(texts)
     referenced = {
         ref.ReferencedSOPInstanceUID
         for study in ds.CurrentRequestedProcedureEvidenceSequence

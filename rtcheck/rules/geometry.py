@@ -272,10 +272,7 @@ def integrity(ctx: CheckContext, spec: RuleSpec, params: IntegrityParams) -> Mea
             continue
         for issue in solid.issues:
             (errors if issue.severity == "error" else warnings).append(str(issue))
-        gaps = [
-            (a.z_max, b.z_min) for a, b in zip(solid.slabs, solid.slabs[1:], strict=False) if b.z_min - a.z_max > 1e-3
-        ]
-        for lo, hi in gaps:
+        for lo, hi in solid.gaps_mm():
             warnings.append(f"ROI '{roi.name}': no contour between z = {lo:.2f} and {hi:.2f} mm (a gap)")
     if tilted and not errors:
         more = f" (and {len(tilted) - 1} more ROI(s))" if len(tilted) > 1 else ""
