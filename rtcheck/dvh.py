@@ -1,7 +1,7 @@
 """Dose-volume histograms: the dose a structure receives, as weighted dose samples.
 
 rtcheck computes its own DVHs (dicompyler-core's calculator does not run under pydicom 3,
-and its look-ups are not interpolated: tooling.md). :func:`voxelise` turns a
+and its look-ups are not interpolated). :func:`voxelise` turns a
 :class:`~rtcheck.geometry.Solid` into (voxel, offset, volume) samples on a dose grid's
 geometry that together are exactly the solid's part inside the grid; :meth:`VoxelisedStructure.dose`
 gives them the dose of any grid of that geometry (each plan, component, per fraction), and

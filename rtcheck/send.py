@@ -18,7 +18,7 @@ Delivery is *at least once*: when the destination stored a file but its answer w
 Instance UID, so a record system that files objects by UID keeps one copy.
 
 Every association is opened with TCP_NODELAY: without it each small object stalls about
-90 ms on Nagle's algorithm and delayed ACKs (tooling.md).
+90 ms on Nagle's algorithm and delayed ACKs (measured against DCMTK).
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ def test_sphere_in_gaussian_peak(radius: float) -> None:
 
 
 def test_small_uniform_sphere_d95_is_the_dose() -> None:
-    """0.9 cc at a uniform 10 Gy: dicompyler-core's look-up returns D95 = 0 here (tooling.md)."""
+    """0.9 cc at a uniform 10 Gy: dicompyler-core's look-up returns D95 = 0 here (a tie in its bin look-up)."""
     sd = structure_dose(cube_grid(lambda x, y, z: np.full_like(x, 10.0)), sphere(6.0, (0.7, -0.4, 0.2)))
     assert 0.85 < sd.volume_cc < 0.95
     for p in (0, 2, 50, 95, 98, 100):
