@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 
 from . import standard_tables
 from .course import Course, StructureSet
-from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane
+from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane, on_axial_planes
 from .report import IntegrityFinding
 
 #: Attributes rtcheck reads: a conformance problem with one of these is an error.
@@ -150,11 +150,15 @@ def _levels(module: str) -> dict[tuple[str, ...], list[_Attribute]]:
 
     A structure set holds thousands of contour items: looking up each item's attributes
     by its path, rather than filtering the whole table per item, keeps the check cheap.
+    Attributes that can give no finding (neither Type 1 nor 2, nor a sequence whose items
+    are checked in turn) are left out, so no item is asked for them.
     """
     levels: dict[tuple[str, ...], list[_Attribute]] = {}
     for attr in standard_tables.load()["modules"].get(module, []):
         tag = tag_for_keyword(attr["keyword"])
         vr = dictionary_VR(tag) if tag is not None else ""
+        if attr["type"] not in ("1", "2") and vr != "SQ":
+            continue
         levels.setdefault(tuple(attr["path"]), []).append(
             _Attribute(attr["keyword"], tag, attr["type"], vr == "SQ", vr in _TEXT_VRS)
         )
@@ -222,6 +226,8 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
     out = _Findings(path)
     tilted: dict[str, ContourPlane] = {}
     for roi in ss.rois.values():
+        # A contour on one axial plane is coplanar and axial: only the others need a plane fit.
+        axial = on_axial_planes([c.points for c in roi.contours])
         for i, contour in enumerate(roi.contours):
             gt = contour.geometric_type
             label = f"ROI {roi.name!r} contour {i + 1}"
@@ -231,7 +237,7 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
             pts = contour.points
             if gt in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR") and len(pts) < 3:
                 out.add("ContourData", f"{label}: closed contour with {len(pts)} point(s) (at least 3 needed)")
-            plane = contour_plane(pts) if gt in _PLANAR_TYPES and len(pts) else None
+            plane = contour_plane(pts) if gt in _PLANAR_TYPES and len(pts) and not axial[i] else None
             if plane is not None and plane.deviation_mm > COPLANAR_TOLERANCE_MM:
                 out.add(
                     "ContourData",
@@ -242,7 +248,7 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
                 tilted.setdefault(roi.name, plane)
     for item in ds.get("ROIContourSequence", []):
         for c in item.get("ContourSequence", []):
-            declared = c.get("NumberOfContourPoints")
+            declared = _declared_points(c)
             raw = c.get_item("ContourData")
             if declared is None or raw is None:
                 continue
@@ -251,7 +257,7 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
             if count != 3 * int(declared):
                 out.add(
                     "NumberOfContourPoints",
-                    f"ROI {item.get('ReferencedROINumber')}: NumberOfContourPoints {declared}"
+                    f"ROI {item.get('ReferencedROINumber')}: NumberOfContourPoints {c.get('NumberOfContourPoints')}"
                     f" but ContourData holds {count} values",
                 )
     if tilted:
@@ -274,6 +280,23 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
         if ref is not None and int(ref) not in known:
             out.add("ReferencedROINumber", f"ROI contour references unknown ROI number {ref}")
     return out.items
+
+
+def _declared_points(contour: Dataset) -> Any:
+    """NumberOfContourPoints of a contour item, or None.
+
+    The usual value, a few digits as read from the file, is parsed directly: pydicom's
+    conversion of thousands of IS values costs more than the rest of the contour checks
+    together. Anything else, including what pydicom would warn about, is left to pydicom.
+    """
+    raw = contour.get_item(_NUMBER_OF_CONTOUR_POINTS)
+    value = raw.value if raw is not None else None
+    if isinstance(value, bytes) and len(digits := value.strip(b" \x00")) <= 9 and digits.isdigit():
+        return int(digits)
+    return contour.get("NumberOfContourPoints")
+
+
+_NUMBER_OF_CONTOUR_POINTS = 0x30060046
 
 
 def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:

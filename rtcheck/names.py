@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from functools import lru_cache
 
 _SEPARATORS = re.compile(r"[\s_\-.]+")
 _LEFT = frozenset({"l", "lt", "left"})
 _RIGHT = frozenset({"r", "rt", "right"})
 
 
+@lru_cache(maxsize=4096)
 def canonical(name: str) -> str:
-    """The comparable form of a structure name or a glob pattern (``*``/``?`` pass through)."""
+    """The comparable form of a structure name or a glob pattern (``*``/``?`` pass through).
+
+    Remembered: every ROI name is compared with every pattern of every role, so each
+    name and pattern would otherwise be reduced dozens of times per course.
+    """
     words = [w for w in _SEPARATORS.split(name.strip().casefold()) if w]
     side = ""
     if len(words) > 1:

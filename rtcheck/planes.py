@@ -9,6 +9,7 @@ is a separate question (its solids are stacks of axial planes: :mod:`rtcheck.geo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,3 +55,21 @@ def contour_plane(points: np.ndarray) -> ContourPlane | None:
     normal = vt[2] if vt[2][2] >= 0 else -vt[2]
     deviation = float(np.abs(centred @ normal).max())
     return ContourPlane(normal, deviation)
+
+
+def on_axial_planes(point_sets: Sequence[np.ndarray]) -> np.ndarray:
+    """Per (N, 3) point set, whether all its points have the same z (False when empty).
+
+    Such a contour lies on an axial plane by construction: it is coplanar and axial
+    without fitting a plane, which (one singular value decomposition per contour) is most
+    of the cost of checking a structure set of thousands of contours. One pass over all
+    the sets' z values answers for every contour at once.
+    """
+    sizes = np.fromiter((len(p) for p in point_sets), dtype=np.intp, count=len(point_sets))
+    flat = np.zeros(len(point_sets), dtype=bool)
+    filled = sizes > 0
+    if filled.any():
+        z = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3)[:, 2] for p in point_sets if len(p)])
+        starts = np.cumsum(sizes[filled]) - sizes[filled]
+        flat[filled] = np.maximum.reduceat(z, starts) == np.minimum.reduceat(z, starts)
+    return flat

@@ -14,7 +14,7 @@ from rtcheck.api import check_course, load_protocol
 from rtcheck.assembly import find_courses, load_course
 from rtcheck.course import Contour, Roi
 from rtcheck.geometry import TiltedPlanesError, solid_from_roi
-from rtcheck.planes import contour_plane
+from rtcheck.planes import contour_plane, on_axial_planes
 
 TILT_DEG = 6.0
 
@@ -54,6 +54,22 @@ def test_contour_plane_of_tilted_and_bent_contours() -> None:
     bent[0, 2] = 1.0
     assert contour_plane(bent).deviation_mm == pytest.approx(0.25, abs=1e-3)  # type: ignore[union-attr]
     assert contour_plane(square[:2]) is None
+
+
+def test_on_axial_planes_agrees_with_the_plane_fit(course_dir) -> None:
+    """Contours the fit would call axial and coplanar are those on one z; the rest get fitted."""
+    course, _ = load_course(find_courses([course_dir("compliant")])[0])
+    assert course.structure_set is not None
+    contours = [c.points for roi in course.structure_set.rois.values() for c in roi.contours]
+    square = np.array([[0, 0, 5], [40, 0, 5], [40, 40, 5], [0, 40, 5]], dtype=float)
+    bent = square.copy()
+    bent[0, 2] = 5.01
+    sets = [*contours, _tilt(square, TILT_DEG), bent, np.empty((0, 3)), square[:1]]
+    flags = on_axial_planes(sets)
+    assert flags.tolist() == [*[True] * len(contours), False, False, False, True]
+    for points in contours:
+        plane = contour_plane(points)
+        assert plane is not None and plane.is_axial and plane.deviation_mm < 1e-9
 
 
 def test_coplanar_tilted_contours_are_no_integrity_error(course_dir, tmp_path: Path) -> None:
