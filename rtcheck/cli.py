@@ -11,6 +11,7 @@ Exit codes are those of :class:`rtcheck.errors.ExitCode` (documented in the READ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -42,6 +43,8 @@ _STATUS_EXIT = {
 
 #: Commands that run for a long time; every other one checks, writes or sends, and ends.
 _SERVICES = ("serve", "audit")
+#: Commands that only read and write files (no connection or thread of their own to close).
+_FILES_ONLY = ("check", "example", "protocol", "dvh")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -372,17 +375,36 @@ def run() -> NoReturn:
     A command that checks, writes or sends and then ends makes few reference cycles, and
     all its objects die with the process; the cyclic garbage collector would only walk its
     heap over and over (about a quarter of a check's CPU time, exit included). Such
-    commands run without it, and exit without a last walk (:func:`gc.freeze`). The node
-    and the audit, which run for hours, keep it.
+    commands run without it, and those that only read and write files end without
+    tearing the interpreter down (:func:`_end_now`). The node and the audit, which run
+    for hours, keep the collector.
     """
     args = _normalise(sys.argv[1:])
     one_shot = not args or args[0] not in _SERVICES
     if one_shot:
         gc.disable()
     code = main()
+    if args and args[0] in _FILES_ONLY:
+        _end_now(code)
     if one_shot:
         gc.freeze()
     sys.exit(code)
+
+
+def _end_now(code: int) -> NoReturn:
+    """End the process once its output is out, without the interpreter's teardown.
+
+    Tearing down frees every module and object one by one (for a check of the example
+    course, some 800 modules and the course's models: about 40 ms of CPU) only for the
+    operating system to take the memory back anyway. These commands start no thread and
+    hold no connection, and close the files they write (reports included) before
+    :func:`main` returns: what is left is flushing the log handlers and standard streams.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # the reader is gone: nothing to deliver
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
