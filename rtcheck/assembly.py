@@ -325,12 +325,14 @@ def _index_siblings(folders: list[Path], known: set[Path], index: Index) -> None
 
 @dataclass
 class LoadedCourse:
-    """A course read from its files: the model, its integrity findings, and the RTDOSE
-    datasets (pixel data included, by SOP Instance UID) so that no dose is read twice."""
+    """A course read from its files: the model, its integrity findings, the RTDOSE
+    datasets (pixel data included, by SOP Instance UID) so that no dose is read twice, and
+    the RTPLAN datasets (by SOP Instance UID), whose patient and study a DICOM report copies."""
 
     course: Course
     integrity: list[IntegrityFinding]
     dose_datasets: dict[str, Dataset]
+    plan_datasets: dict[str, Dataset] = field(default_factory=dict)
 
 
 def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:
@@ -350,10 +352,13 @@ def read_course(files: CourseFiles) -> LoadedCourse:
         raise InputError(None, "a course needs at least one RTPLAN or a structure set")
     findings: list[IntegrityFinding] = []
     plans = []
+    plan_datasets: dict[str, Dataset] = {}
     for f in files.plans:
         read = read_file(f.path)
         findings += conformance(f.path, read.dataset) + plan_sanity(f.path, read.dataset)
-        plans.append(plan_from_dataset(f.path, read.dataset, read.sha256))
+        plan = plan_from_dataset(f.path, read.dataset, read.sha256)
+        plans.append(plan)
+        plan_datasets[plan.uid] = read.dataset
     structure_set = None
     if files.structure_set is not None:
         path = files.structure_set.path
@@ -380,4 +385,4 @@ def read_course(files: CourseFiles) -> LoadedCourse:
     for problem in files.missing:
         findings.append(IntegrityFinding(severity=severity, file="", message=problem))
     findings += course_consistency(course)
-    return LoadedCourse(course, findings, dose_datasets)
+    return LoadedCourse(course, findings, dose_datasets, plan_datasets)

@@ -81,6 +81,8 @@ class Workspace:
     #: RTDOSE datasets as read with the course, by SOP Instance UID; their pixel data is
     #: dropped once the grid is made.
     _dose_datasets: dict[str, Dataset] = field(default_factory=dict, repr=False)
+    #: RTPLAN datasets as read with the course, by SOP Instance UID.
+    _plan_datasets: dict[str, Dataset] = field(default_factory=dict, repr=False)
     _solids: SolidCache | None = field(default=None, repr=False)
     _structures: dict[str, Solid | _Failed | None] = field(default_factory=dict, repr=False)
     _grids: dict[str, DoseGrid | DoseError] = field(default_factory=dict, repr=False)
@@ -110,7 +112,13 @@ class Workspace:
             roles=roles,
             arm=assignment,
             _dose_datasets=dict(loaded.dose_datasets),
+            _plan_datasets=dict(loaded.plan_datasets),
         )
+
+    def plan_header(self, sop_instance_uid: str) -> Dataset | None:
+        """An RTPLAN dataset as read with the course (the patient and study a DICOM report
+        is filed under), or None for a plan that is not the course's."""
+        return self._plan_datasets.get(sop_instance_uid)
 
     # ------------------------------------------------------------------ components
 

@@ -49,12 +49,13 @@ def wait_for(condition: Callable[[], object], what: str, timeout_s: float = DEAD
 class Node:
     """``rtcheck serve`` as a subprocess on 127.0.0.1, with its own storage and reports."""
 
-    def __init__(self, base: Path, *extra: str) -> None:
+    def __init__(self, base: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         base.mkdir(parents=True, exist_ok=True)
         self.storage, self.reports, self.log_path = base / "storage", base / "reports", base / "node.log"
         self.outbox = self.reports / ".rtcheck" / "outbox"
         self.port = free_port()
         self.extra = list(extra)
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Node:
@@ -63,7 +64,7 @@ class Node:
                 "--reports", str(self.reports), "--bind", "127.0.0.1", "--port", str(self.port),
                 "--quiet-period", QUIET_S, "--workers", "1", *self.extra]  # fmt: skip
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         try:
             wait_for(lambda: "event=listening" in self.log(offset) or self.proc.poll() is not None, "node start")
             assert "event=listening" in self.log(offset), self.log(offset)
@@ -201,6 +202,63 @@ def test_queued_reports_survive_kill_9_and_are_sent_once(tmp_path: Path, course_
     assert "waiting=1" in node.log() and "resumed=yes" in node.log()
 
 
+#: Put first on the node's PYTHONPATH, so that the node and each worker process it spawns
+#: count, through Python's audit hook (every ``open()`` of a file raises an "open" event),
+#: which process opens which file below the node's storage.
+_COUNT_OPENS = """
+import os, sys
+
+_log, _root = os.environ.get("RTCHECK_TEST_OPENS_LOG"), os.environ.get("RTCHECK_TEST_OPENS_UNDER")
+
+
+def _count(event, args):
+    if event == "open" and isinstance(args[0], (str, os.PathLike)):
+        path = os.path.realpath(args[0])
+        if path.startswith(_root + os.sep) and path.endswith(".dcm") and os.sep + "." not in path[len(_root):]:
+            with open(_log, "a", encoding="utf-8") as log:
+                log.write(f"{os.getpid()} {path}\\n")
+
+
+if _log and _root:
+    sys.addaudithook(_count)
+"""
+
+
+def test_a_check_reads_each_file_once_for_every_rendering(tmp_path: Path, course_dir: Callable[..., Path]) -> None:
+    """The JSON, the text, the HTML page with its figures and the PDF of one check all come
+    from one reading of the course: the figures are drawn from the workspace the rules
+    measured in, once, in the worker that checked the course."""
+    folder = course_dir("compliant", dose_spacing_mm=5.0)
+    hook, opens = tmp_path / "hook", tmp_path / "opens.log"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_COUNT_OPENS, encoding="utf-8")
+    storage = (tmp_path / "node" / "storage").resolve()
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "RTCHECK_TEST_OPENS_LOG": str(opens),
+           "RTCHECK_TEST_OPENS_UNDER": str(storage)}  # fmt: skip
+    node = Node(tmp_path / "node", "--report-to", f"STORESCP@127.0.0.1:{free_port()}", env=env)
+    try:
+        node.start()
+        storescu(node.port, sorted(folder.glob("*.dcm")))
+        wait_for(lambda: "event=report " in node.log(), "the report, its page and its PDF written")
+    finally:
+        node.stop()
+    assert node.proc is not None
+    (page,) = node.reports_of(plan_of(folder).PatientID, ".html")
+    html = page.read_text(encoding="utf-8")
+    assert html.count("data:image/svg+xml;base64,") >= 4 and 'class="missing"' not in html  # every figure drawn
+    (dcm,) = node.reports_of(plan_of(folder).PatientID, ".dcm")
+    assert encapsulated_pdf(pydicom.dcmread(dcm)).startswith(b"%PDF-")
+    stored = sorted(str(p.resolve()) for p in storage.rglob("*.dcm") if ".instances" not in p.parts)
+    assert len(stored) == 5
+    in_workers: dict[str, int] = {}
+    for line in opens.read_text(encoding="utf-8").splitlines():
+        pid, opened = line.split(" ", 1)
+        if int(pid) != node.proc.pid:  # the node itself reads headers to assemble courses, hashes for its ledger
+            in_workers[opened] = in_workers.get(opened, 0) + 1
+    assert in_workers == dict.fromkeys(stored, 1)
+
+
 # --------------------------------------------------------------------------- building blocks, in this process
 
 
@@ -240,7 +298,7 @@ def test_incomplete_course_report_is_filed_under_its_plan(tmp_path: Path, course
         (folder / path.name).write_bytes(path.read_bytes())
     (course,) = find_courses([folder])
     outcome = run_check_job(CheckJob(course, False, None, None, dicom_report=True))
-    assert outcome.verdict == "not_evaluable" and outcome.dicom_error is None and outcome.dicom is not None
+    assert outcome.report.verdict == "not_evaluable" and outcome.dicom_error is None and outcome.dicom is not None
     (tmp_path / "report.dcm").write_bytes(outcome.dicom)
     ds, plan = pydicom.dcmread(tmp_path / "report.dcm"), plan_of(folder)
     assert (ds.PatientID, ds.StudyInstanceUID) == (plan.PatientID, plan.StudyInstanceUID)
@@ -259,7 +317,7 @@ def test_a_report_whose_pdf_cannot_be_made_keeps_its_json(tmp_path: Path, course
     (course,) = find_courses([folder])
     outcome = run_check_job(CheckJob(course, True, None, None, dicom_report=True))
     assert outcome.dicom is None and "StudyInstanceUID" in (outcome.dicom_error or "")
-    assert json.loads(outcome.json_text)["verdict"] == outcome.verdict
+    assert json.loads(outcome.report.json_text)["verdict"] == outcome.report.verdict
 
 
 def _args(*argv: str) -> object:

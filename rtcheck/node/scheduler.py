@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ from ..reports.recent import INDEX_PAGE, RecentChecks
 from ..send import Outbox
 from .config import ServeSettings
 from .events import LOG, log_event
+from .handover import CheckedReport, ReportHandover
 from .ledger import Claim, Ledger, course_fingerprint
 from .store import ObjectStore, folder_state
 from .worker import (
@@ -26,9 +28,9 @@ from .worker import (
     CheckOutcome,
     failure_outcome,
     init_worker,
-    render_page_job,
+    outcome_without_figures,
+    pool_works,
     run_check_job,
-    warm_up,
     write_report,
 )
 
@@ -46,6 +48,10 @@ class _Job:
     brought all of it (then the claim is made); otherwise it is dropped. So a report
     reaches the disk about max(quiet period, check time) after the last object instead of
     their sum, and the check time after such a release.
+
+    ``checked`` is the report as the worker handed it over before drawing its figures
+    (``token`` names that submission); ``written`` the time its JSON reached the disk,
+    before the HTML page and the PDF (``outcome``) are done.
     """
 
     fingerprint: str
@@ -53,6 +59,9 @@ class _Job:
     folder: Path
     newest: float
     claim: Claim | None = None
+    token: int = 0
+    checked: CheckedReport | None = None
+    written: float | None = None
     outcome: CheckOutcome | None = None
     attempts: int = 1
 
@@ -78,23 +87,31 @@ class CheckScheduler:
         self._released: dict[Path, list[frozenset[Path]]] = {}
         self._jobs: dict[str, _Job] = {}
         self._recent = RecentChecks(ledger.reports)
-        self._executor = self._new_executor()
+        self._tokens = itertools.count(1)
+        self._executor, self._handover = self._new_executor()
         self._thread = threading.Thread(target=self._run, name="rtcheck-checks", daemon=True)
 
-    def _new_executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        # spawn: the node is multi-threaded, and forking a threaded process is unsafe.
-        # Workers are recycled now and then so a long-running node does not grow.
-        return concurrent.futures.ProcessPoolExecutor(
+    def _new_executor(self) -> tuple[concurrent.futures.ProcessPoolExecutor, ReportHandover]:
+        """A pool of worker processes, and the pipe its workers hand checked reports over on.
+
+        spawn: the node is multi-threaded, and forking a threaded process is unsafe.
+        Workers are recycled now and then so a long-running node does not grow; each
+        imports the checker and reads the protocol as it starts (:func:`init_worker`).
+        """
+        context = multiprocessing.get_context("spawn")
+        handover = ReportHandover(context, lambda checked: self._queue.put(("checked", checked)))
+        executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.settings.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             max_tasks_per_child=200,
             initializer=init_worker,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), handover.end, self.settings.protocol, self.settings.report_to is not None),
         )
+        return executor, handover
 
     def start(self) -> None:
-        for _ in range(self.settings.workers):
-            self._executor.submit(warm_up, self.settings.protocol)
+        for _ in range(self.settings.workers):  # a pool starts its workers on demand: now, before any course
+            self._executor.submit(pool_works)
         now = time.time()
         owed = 0
         for folder in self.store.patient_folders():
@@ -121,15 +138,19 @@ class CheckScheduler:
         self._queue.put(("stop", None))
         self._thread.join()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._handover.close(wait=True)  # every report handed over is in the queue now
         while True:
             try:
                 kind, payload = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if kind == "done":
-                self._safely(self._finished, *payload)
-            elif kind == "page":
-                self._safely(self._page_done, *payload)
+            self._handle(kind, payload)
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "checked":
+            self._safely(self._checked, payload)
+        elif kind == "done":
+            self._safely(self._finished, *payload)
 
     def _safely(self, action: Any, *args: Any) -> None:
         """Run ``action``; a bug in it is logged, and never stops this thread (the node's checks)."""
@@ -154,10 +175,8 @@ class CheckScheduler:
                     self._due[folder] = time.time()
                     if released:
                         self._released.setdefault(folder, []).append(released)
-                elif kind == "done":
-                    self._safely(self._finished, *payload)
-                elif kind == "page":
-                    self._safely(self._page_done, *payload)
+                else:
+                    self._handle(kind, payload)
                 try:
                     kind, payload = self._queue.get_nowait()
                 except queue.Empty:
@@ -223,6 +242,8 @@ class CheckScheduler:
                 )
                 if job.outcome is not None:
                     self._complete(job)
+                elif job.checked is not None:
+                    self._write_json(job)
         for fingerprint, job in list(self._jobs.items()):
             if job.folder == folder and job.claim is None and fingerprint not in live:
                 del self._jobs[fingerprint]  # more objects arrived: that early check is moot
@@ -247,12 +268,37 @@ class CheckScheduler:
 
     def _start(self, job: _Job) -> None:
         self._jobs[job.fingerprint] = job
+        job.token, job.checked = next(self._tokens), None
         try:
-            future = self._executor.submit(run_check_job, job.job)
+            future = self._executor.submit(run_check_job, job.job, job.token)
         except BrokenProcessPool:  # a worker died while idle (OOM killer, operator): new pool
             self._replace_broken_executor()
-            future = self._executor.submit(run_check_job, job.job)
+            future = self._executor.submit(run_check_job, job.job, job.token)
         future.add_done_callback(lambda f: self._queue.put(("done", (job, f))))
+
+    def _checked(self, checked: CheckedReport) -> None:
+        """A worker handed over a report before drawing its figures: write it if it is wanted."""
+        job = next((j for j in self._jobs.values() if j.token == checked.token), None)
+        if job is None or job.outcome is not None:
+            return  # dropped meanwhile, or finished already (the whole outcome came first)
+        job.checked = checked
+        if job.claim is not None:
+            self._write_json(job)
+
+    def _write_json(self, job: _Job) -> None:
+        """Write the JSON and text reports of a claimed check, before its page and PDF exist."""
+        assert job.claim is not None and job.checked is not None
+        if job.written is not None or job.claim.queued:
+            return  # a claim re-run after a crash that had queued its copy keeps what it wrote
+        try:
+            write_report(job.claim, job.checked)
+        except OSError as exc:  # disk full, permissions: the claim stays owed, try again later
+            del self._jobs[job.fingerprint]
+            log_event(logging.ERROR, "report_failed", report=job.claim.json_path, reason=exc, retry_s=RETRY_S)
+            self._due[job.folder] = time.time() + RETRY_S
+            return
+        job.written = time.time()
+        self._update_index()
 
     def _finished(self, job: _Job, future: concurrent.futures.Future[CheckOutcome]) -> None:
         if self._jobs.get(job.fingerprint) is not job:
@@ -263,81 +309,67 @@ class CheckScheduler:
             del self._jobs[job.fingerprint]  # shutting down: a claim stays owed on disk
             return
         except BrokenProcessPool:
-            if job.attempts == 1:
+            if job.checked is None and job.attempts == 1:
                 # Some check killed its worker (and with it every check in flight): retry once.
                 log_event(logging.ERROR, "worker_died", fingerprint=job.fingerprint[:12], action="retrying")
                 self._replace_broken_executor()
                 job.attempts += 1
                 self._start(job)
                 return
-            job.outcome = failure_outcome(job.job, "the check crashed its worker process twice")
-        except Exception as exc:  # the worker could not even build a report: say so in one
+            died = "while drawing the figures" if job.checked is not None else "twice"
+            log_event(logging.ERROR, "worker_died", fingerprint=job.fingerprint[:12], action="reporting")
+            job.outcome = self._made_here(job, f"the check's worker process died {died}")
+        except Exception as exc:  # the worker could not even return a report: say so in one
             LOG.exception("check of %s failed", job.fingerprint[:12])
-            job.outcome = failure_outcome(job.job, f"{type(exc).__name__}: {exc}")
+            job.outcome = self._made_here(job, f"{type(exc).__name__}: {exc}")
         if job.claim is not None:
             self._complete(job)
 
+    def _made_here(self, job: _Job, reason: str) -> CheckOutcome:
+        """The outcome of a check whose worker returned none, made in the node: the report the
+        worker handed over, rendered without figures; else a not-evaluable report saying why."""
+        if job.checked is not None:
+            return outcome_without_figures(job.job, job.checked, f"the figures could not be drawn: {reason}")
+        return failure_outcome(job.job, job.token, reason)
+
     def _complete(self, job: _Job) -> None:
-        """Write the report of a claimed, finished check, queue its DICOM copy, and record it
-        in the ledger (in that order: a crash anywhere re-runs the claim, see ``_write``)."""
+        """Write the report of a claimed, finished check, its page, queue its DICOM copy, and
+        record it in the ledger (in that order: a crash anywhere re-runs the claim, see ``_write``)."""
         assert job.claim is not None and job.outcome is not None
-        del self._jobs[job.fingerprint]
         claim, outcome = job.claim, job.outcome
+        if job.checked is None:
+            job.checked = outcome.report  # the whole outcome came before the handover, or without one
+        self._write_json(job)
+        if self._jobs.get(job.fingerprint) is not job:
+            return  # the JSON could not be written: retried later
+        del self._jobs[job.fingerprint]
         try:
             queued = self._write(claim, outcome)
         except OSError as exc:  # disk full, permissions: the claim stays owed, try again later
             log_event(logging.ERROR, "report_failed", report=claim.json_path, reason=exc, retry_s=RETRY_S)
             self._due[job.folder] = time.time() + RETRY_S
             return
-        self.ledger.finish(claim, outcome.verdict, outcome.error, dicom=queued is not None)
+        self.ledger.finish(claim, outcome.report.verdict, outcome.report.error, dicom=queued is not None)
+        written = job.written if job.written is not None else time.time()
         log_event(
-            logging.ERROR if outcome.error else logging.INFO,
+            logging.ERROR if outcome.report.error else logging.INFO,
             "report",
-            verdict=outcome.verdict,
+            verdict=outcome.report.verdict,
             path=claim.json_path.relative_to(self.ledger.reports),
+            html=claim.html_path.name if outcome.html is not None else None,
             dicom=claim.dcm_path.name if queued is not None else None,
             queued=queued.name if queued is not None else None,
-            check_s=f"{outcome.seconds:.2f}",
-            since_last_object_s=f"{time.time() - job.newest:.2f}",
-            error=outcome.error,
+            check_s=f"{outcome.report.seconds:.2f}",
+            render_s=f"{outcome.render_seconds:.2f}",
+            since_last_object_s=f"{written - job.newest:.2f}",
+            error=outcome.report.error,
         )
+        if outcome.html_error:
+            log_event(logging.ERROR, "report_html_failed", path=claim.html_path.name, reason=outcome.html_error)
         if outcome.dicom_error and queued is None:
             log_event(logging.ERROR, "report_dicom_failed", path=claim.json_path.name, reason=outcome.dicom_error)
         self._update_index()
-        self._start_page(job.job, claim, outcome)
         self._due[job.folder] = time.time()  # look again: new objects, or all resolved
-
-    def _start_page(self, job: CheckJob, claim: Claim, outcome: CheckOutcome) -> None:
-        """Have a worker draw the HTML report, now that the report is on disk."""
-        args = (job, outcome.json_text, job.complete and outcome.error is None)
-        try:
-            try:
-                future = self._executor.submit(render_page_job, *args)
-            except BrokenProcessPool:
-                self._replace_broken_executor()
-                future = self._executor.submit(render_page_job, *args)
-        except RuntimeError:  # shutting down: the JSON and text reports stand on their own
-            log_event(logging.WARNING, "report_html_skipped", path=claim.html_path.name, reason="stopping")
-            return
-        future.add_done_callback(lambda f: self._queue.put(("page", (claim, f))))
-
-    def _page_done(self, claim: Claim, future: concurrent.futures.Future[str]) -> None:
-        """Write a drawn HTML report beside its JSON, and list it on the page of recent checks."""
-        try:
-            page = future.result()
-        except concurrent.futures.CancelledError:
-            return  # shutting down: the JSON and text reports stand on their own
-        except Exception as exc:
-            log_event(logging.ERROR, "report_html_failed", path=claim.html_path.name, reason=exc)
-            if isinstance(exc, BrokenProcessPool):
-                self._replace_broken_executor()
-            return
-        try:
-            atomic_write(claim.html_path, page.encode("utf-8"))
-        except OSError as exc:
-            log_event(logging.ERROR, "report_html_failed", path=claim.html_path.name, reason=exc)
-            return
-        self._update_index()
 
     def _update_index(self) -> None:
         """Rewrite the page of recent checks from the reports on disk, atomically.
@@ -351,15 +383,22 @@ class CheckScheduler:
             log_event(logging.ERROR, "index_failed", page=INDEX_PAGE, reason=exc)
 
     def _write(self, claim: Claim, outcome: CheckOutcome) -> Path | None:
-        """Write the report's files and queue its DICOM copy exactly once; returns the queued file.
+        """Write the report's page and DICOM file (its JSON and text are on disk already) and
+        queue its DICOM copy exactly once; returns the queued file.
 
         A claim re-run after a crash that had already recorded its copy as queued keeps the
         files it wrote then (the ``.dcm`` on disk is the one sent) and only finishes the queueing.
+        A page that cannot be written is logged: the JSON and text reports stand without it.
         """
         if not claim.queued:
-            write_report(claim, outcome)
+            if outcome.html is not None:
+                try:
+                    atomic_write(claim.html_path, outcome.html.encode("utf-8"))
+                except OSError as exc:
+                    log_event(logging.ERROR, "report_html_failed", path=claim.html_path.name, reason=exc)
             if outcome.dicom is None:
                 return None
+            atomic_write(claim.dcm_path, outcome.dicom)
             self.ledger.stage(claim, outcome.dicom)
             claim = self.ledger.mark_queued(claim)
         queued = self.ledger.release(claim)
@@ -370,11 +409,12 @@ class CheckScheduler:
     def _replace_broken_executor(self) -> None:
         """Start a new worker pool if the current one is broken (several failures share one pool)."""
         try:
-            self._executor.submit(warm_up, self.settings.protocol)
+            self._executor.submit(pool_works)
         except BrokenProcessPool:
             log_event(logging.WARNING, "worker_pool_restarted")
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
+            self._handover.close(wait=False)  # its thread ends once the old workers are gone
+            self._executor, self._handover = self._new_executor()
 
 
 def _earliest(current: float | None, candidate: float) -> float:

@@ -14,9 +14,10 @@ memory only ever caches what the disk says:
   an instance re-sent under another patient (a corrected PatientID) replaces its old file
   instead of leaving a second copy in the old patient's folder.
 - ``<reports>/<PatientID>/<plan labels>_<time>.json`` and ``.txt``: one report per course
-  per (re)export; with ``--report-to`` also ``.dcm``, the report as an Encapsulated PDF;
-  then ``.html``, the HTML report with its figures, drawn once the others are written (a
-  node stopped in between leaves that report without one).
+  per (re)export, written as soon as the course is checked; then ``.html``, the HTML report
+  with its figures, and with ``--report-to`` ``.dcm``, the report as an Encapsulated PDF,
+  both drawn from what the check measured while the JSON is being written. The claim is
+  done only once all are written: a crash in between re-runs the check into the same names.
 - ``<reports>/index.html``: the page of recent checks (:mod:`rtcheck.reports.recent`),
   rebuilt from the report JSON files after each report and at start.
 - ``<reports>/.rtcheck/<patient>/``: the ledger. A check is *claimed* (``pending/``) with its
