@@ -209,6 +209,12 @@ def main() -> None:
                 f"  last object written -> report on disk: median {on_disk_s:.2f} s = check {check_s:.2f} s "
                 f"+ node {on_disk_s - check_s:.2f} s (no quiet period: the course came whole, then A-RELEASE)"
             )
+            renders = [float(r["render_s"]) for r in lines if "render_s" in r]
+            if renders:
+                print(
+                    f"  then, in the same worker, the HTML page with its figures drawn from the check's workspace: "
+                    f"median {statistics.median(renders):.2f} s per report"
+                )
         finally:
             stop(node)
     finally:
