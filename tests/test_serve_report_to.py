@@ -26,7 +26,7 @@ from rtcheck.api import find_courses
 from rtcheck.node.config import SettingsError, load_settings
 from rtcheck.node.ledger import Ledger, course_fingerprint
 from rtcheck.node.store import safe_name
-from rtcheck.node.worker import CheckJob, run_check_job
+from rtcheck.node.worker import CheckJob, outcome_without_figures, run_check_job
 from rtcheck.reports.dicom import encapsulated_pdf
 from rtcheck.send import Destination
 
@@ -318,6 +318,27 @@ def test_a_report_whose_pdf_cannot_be_made_keeps_its_json(tmp_path: Path, course
     outcome = run_check_job(CheckJob(course, True, None, None, dicom_report=True))
     assert outcome.dicom is None and "StudyInstanceUID" in (outcome.dicom_error or "")
     assert json.loads(outcome.report.json_text)["verdict"] == outcome.report.verdict
+
+
+def test_a_report_whose_figures_killed_its_worker_keeps_its_verdict(
+    tmp_path: Path, course_dir: Callable[..., Path]
+) -> None:
+    """The node renders the report the worker handed over, without figures and saying why,
+    instead of checking the course a second time."""
+    (course,) = find_courses([course_dir("peaks_overdosed_14gy", dose_spacing_mm=5.0)])
+    job = CheckJob(course, True, None, None, dicom_report=True)
+    checked = run_check_job(job).report
+    outcome = outcome_without_figures(job, checked, "the figures could not be drawn: the worker died")
+    assert outcome.report is checked and checked.verdict == "unacceptable_deviation"
+    assert outcome.html is not None and "not drawn — the figures could not be drawn: the worker died" in outcome.html
+    assert outcome.dicom is not None and outcome.dicom_error is None
+    (tmp_path / "report.dcm").write_bytes(outcome.dicom)
+    (tmp_path / "report.pdf").write_bytes(encapsulated_pdf(pydicom.dcmread(tmp_path / "report.dcm")))
+    text = subprocess.run(
+        ["pdftotext", str(tmp_path / "report.pdf"), "-"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    words = " ".join(text.split())
+    assert "the worker died" in words and "UNACCEPTABLE DEVIATION" in words.upper()
 
 
 def _args(*argv: str) -> object:

@@ -86,16 +86,23 @@ def run_check_job(job: CheckJob, token: int = 0) -> CheckOutcome:
     the JSON reaches the disk before the figures are drawn; the figures then come from the
     workspace the rules measured in, once, for the HTML page and the PDF alike.
     The cyclic garbage collector pauses meanwhile (a report sooner); what the check and
-    the figures leave is collected after them.
+    the figures leave (a figure is a web of references: figure, axes, artists) is
+    collected after them, before the worker takes its next course.
     """
     gc.disable()
     try:
-        report, checked, workspace = _check(job, token)
-        if _HANDOVER is not None:
-            _HANDOVER.send(checked)
-        return _render(job, report, checked, workspace)
+        outcome = _check_and_render(job, token)
     finally:
         gc.enable()
+    gc.collect()
+    return outcome
+
+
+def _check_and_render(job: CheckJob, token: int) -> CheckOutcome:
+    report, checked, workspace = _check(job, token)
+    if _HANDOVER is not None:
+        _HANDOVER.send(checked)
+    return _render(job, report, checked, workspace)
 
 
 def _check(job: CheckJob, token: int) -> tuple[Report, CheckedReport, Workspace | None]:
