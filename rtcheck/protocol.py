@@ -107,7 +107,10 @@ class Role(_Strict):
     @field_validator("patterns", "exclude", "aliases")
     @classmethod
     def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        # Only regular expressions can be invalid: fnmatch translates any glob into a valid one.
         for p in patterns:
+            if not p.startswith("re:"):
+                continue
             try:
                 _compile_pattern(p)
             except re.error as exc:
