@@ -150,15 +150,13 @@ def _levels(module: str) -> dict[tuple[str, ...], list[_Attribute]]:
 
     A structure set holds thousands of contour items: looking up each item's attributes
     by its path, rather than filtering the whole table per item, keeps the check cheap.
-    Attributes that can give no finding (neither Type 1 nor 2, nor a sequence whose items
-    are checked in turn) are left out, so no item is asked for them.
+    The tables hold only what can give a finding (Type 1 and 2 attributes, and sequences
+    whose items are checked in turn), so no item is asked for anything else.
     """
     levels: dict[tuple[str, ...], list[_Attribute]] = {}
     for attr in standard_tables.load()["modules"].get(module, []):
         tag = tag_for_keyword(attr["keyword"])
         vr = dictionary_VR(tag) if tag is not None else ""
-        if attr["type"] not in ("1", "2") and vr != "SQ":
-            continue
         levels.setdefault(tuple(attr["path"]), []).append(
             _Attribute(attr["keyword"], tag, attr["type"], vr == "SQ", vr in _TEXT_VRS)
         )
