@@ -313,6 +313,19 @@ def test_installed_command_prints_no_traceback(tmp_path: Path) -> None:
     assert str(path) in proc.stderr
 
 
+def test_installed_command_delivers_its_whole_output_before_it_ends(course_dir, tmp_path: Path) -> None:
+    """A check ends without the interpreter's teardown: what it printed and wrote is complete."""
+    course, out = course_dir("compliant"), tmp_path / "report.json"
+    command = [sys.executable, "-m", "rtcheck", str(course), "--format", "json"]
+    printed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    written = subprocess.run([*command, "-o", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert printed.returncode == written.returncode == ExitCode.PER_PROTOCOL
+    assert written.stdout == "" and printed.stderr == written.stderr == ""
+    from_stdout, from_file = json.loads(printed.stdout), json.loads(out.read_text(encoding="utf-8"))
+    assert from_stdout["exit_code"] == from_file["exit_code"] == ExitCode.PER_PROTOCOL
+    assert len(from_stdout["reports"][0]["rules"]) == len(from_file["reports"][0]["rules"]) == 28
+
+
 def test_example_command_writes_a_checkable_course(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["example", str(tmp_path / "ex")]) == 0
     capsys.readouterr()
