@@ -303,7 +303,7 @@ def _write_files(args: argparse.Namespace, courses: list[CourseFiles], protocol:
     its rules measured in; only its report is kept once it is written.
     """
     from .api import check_workspace, open_workspace
-    from .reports.dicom import write_dicom, write_findings_sr
+    from .reports.dicom import filed_under, write_dicom, write_findings_sr
     from .reports.figures import build_figures
     from .reports.html import report_stem, write_html
     from .reports.pdf import write_pdf
@@ -325,15 +325,17 @@ def _write_files(args: argparse.Namespace, courses: list[CourseFiles], protocol:
         reports.append(report)
         path = args.output / (report_stem(report) + _SUFFIX[args.format]) if to_folder else args.output
         figures = build_figures(report, workspace)
+        uid = filed_under(report)
+        plan = workspace.plan_header(uid) if uid is not None else None  # as read for the check
         del workspace  # its doses and DVHs are not needed for the next course
         if args.format == "html":
             write_html(report, figures, path)
         elif args.format == "pdf":
             write_pdf(report, figures, path)
         else:
-            write_dicom(report, figures, path)
+            write_dicom(report, figures, path, plan)
             if args.sr:
-                write_findings_sr(report, path.with_name(path.stem + ".sr.dcm"))
+                write_findings_sr(report, path.with_name(path.stem + ".sr.dcm"), plan)
         print(f"{report.verdict.label.upper()}: wrote {printable(path)}", file=sys.stderr)
         del figures
         if not gc.isenabled():

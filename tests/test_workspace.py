@@ -23,7 +23,7 @@ import json, os, sys
 from collections import Counter
 from pathlib import Path
 
-watched = {os.path.realpath(p) for p in sys.argv[3:]}
+watched = {os.path.realpath(p) for p in sys.argv[4:]}
 opened = Counter()
 
 def count(event, args):
@@ -33,33 +33,41 @@ def count(event, args):
             opened[path] += 1
 
 sys.addaudithook(count)
-folder, out = sys.argv[1], sys.argv[2]
+folder, out, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 from rtcheck.assembly import discover
 discover([Path(folder)])
 index = dict(opened)
 opened.clear()
 from rtcheck.cli import main
-code = main([folder, "--format", "html", "-o", out])
+code = main([folder, *options, "-o", out])
 print(json.dumps({"code": code, "index": index, "check": dict(opened)}))
 """
 
 
-def test_each_file_is_read_once_per_command_even_with_figures(course_dir: Callable[..., Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "written"),
+    [(["--format", "html"], ["report.html"]), (["--format", "dicom"], ["report.dcm"])],
+)
+def test_each_file_is_read_once_per_command_even_with_figures(
+    course_dir: Callable[..., Path], tmp_path: Path, options: list[str], written: list[str]
+) -> None:
     folder = course_dir("compliant")
     files = sorted(str(p.resolve()) for p in folder.glob("*.dcm"))
     assert sum("RD." in Path(f).name for f in files) == 2
-    html = tmp_path / "report.html"
+    out = tmp_path / written[0]
     run = subprocess.run(
-        [sys.executable, "-c", _COUNT_OPENS, str(folder), str(html), *files],
+        [sys.executable, "-c", _COUNT_OPENS, str(folder), str(out), json.dumps(options), *files],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
     counts = json.loads(run.stdout.strip().splitlines()[-1])
-    assert counts["code"] == 0 and html.stat().st_size > 100_000  # a report with its figures
+    assert counts["code"] == 0 and out.stat().st_size > 100_000  # a report with its figures
+    assert all((tmp_path / name).is_file() for name in written)
     # Beyond indexing (header-only reads), every file, each RTDOSE included, is opened once:
-    # checking, the figures' DVHs and dose slices and the report all share one read.
+    # checking, the figures' DVHs and dose slices and the report (an HTML page, or a PDF filed
+    # under the plan's patient and study) all share one read.
     extra = {Path(f).name: counts["check"].get(f, 0) - counts["index"].get(f, 0) for f in files}
     assert extra == {Path(f).name: 1 for f in files}
 

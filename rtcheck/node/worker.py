@@ -165,7 +165,9 @@ def _render(
 
 def _filing_plan(report: Report, workspace: Workspace) -> Dataset | None:
     """The header of the plan the DICOM report is filed under, as read with the course."""
-    uid = next((f.sop_instance_uid for f in report.files if f.modality == "RTPLAN"), None)
+    from ..reports.dicom import filed_under
+
+    uid = filed_under(report)
     return workspace.plan_header(uid) if uid is not None else None
 
 

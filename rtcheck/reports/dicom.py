@@ -71,8 +71,18 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
 
 
+def filed_under(report: Report) -> str | None:
+    """The SOP Instance UID of the plan whose patient and study a DICOM report copies: the
+    report's first RT Plan (None when it lists none)."""
+    return next((f.sop_instance_uid for f in report.files if f.modality == "RTPLAN"), None)
+
+
 def plan_dataset(report: Report) -> Dataset:
-    """The header of the report's first RT Plan, read from its file (the patient and study source)."""
+    """The header of the report's first RT Plan, read from its file (the patient and study source).
+
+    A caller that still has the plan as it was read for the check passes that instead
+    (see :func:`filed_under`), so the plan is not read a second time.
+    """
     plans = [f for f in report.files if f.modality == "RTPLAN"]
     if not plans:
         raise InputError(None, "the report lists no RTPLAN file: no patient or study to file the report under")
