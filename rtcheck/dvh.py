@@ -335,7 +335,7 @@ def voxelise(grid: DoseGrid, solid: Solid, *, subdivisions: int | None = None) -
     """
     if subdivisions is not None and not 1 <= subdivisions <= 16:
         raise ValueError(f"subdivisions must lie in 1..16, not {subdivisions}")
-    slabs = [s for s in solid.slabs if s.z_max > s.z_min and not s.shape.is_empty]
+    slabs = [s for s in solid.bulk.slabs if s.z_max > s.z_min and not s.shape.is_empty]
     if not slabs:
         raise DoseError(None, f"structure '{solid.name}'", "has no volume (no closed planar contour)")
     shapes = np.empty(len(slabs), dtype=object)

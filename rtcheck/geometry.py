@@ -78,7 +78,7 @@ import shapely
 
 from rtcheck.course import Contour, Roi, StructureSet
 from rtcheck.errors import RtcheckError
-from rtcheck.interpolation import gaps_between_blocks, interpolated_slabs
+from rtcheck.interpolation import InterpolatedSurface, gaps_between_blocks
 from rtcheck.planes import COPLANAR_TOLERANCE_MM, contour_plane
 
 #: Contours whose mean z differ by less than this lie on the same plane.
@@ -232,6 +232,16 @@ class Solid:
         gap = np.flatnonzero(lo[1:] - hi[:-1] > _Z_MERGE_MM)
         return np.r_[-np.inf, hi[gap], hi[-1]], np.r_[lo[0], lo[gap + 1], np.inf]
 
+    @cached_property
+    def bulk(self) -> Solid:
+        """The solid for measures of its volume (volume, centroid, DVH, overlaps, booleans,
+        expansions, components): a drawn structure's surface sampled with a step relative
+        to its size (:meth:`rtcheck.interpolation.InterpolatedSurface.bulk`); any other
+        solid is its own bulk. Distances, margins and the inside test keep the fine slabs."""
+        if isinstance(self.slabs, Surface):
+            return Solid(self.name, self.slabs.bulk, self.points_mm, self.issues, self.plane_spacing_mm)
+        return self
+
     # -- what it is -------------------------------------------------------------------------
     @property
     def has_volume(self) -> bool:
@@ -273,7 +283,8 @@ class Solid:
     @cached_property
     def volume_cc(self) -> float:
         self._require_volume("volume")
-        return float(np.sum(self._areas * (self._hi - self._lo))) / 1000.0
+        b = self.bulk
+        return float(np.sum(b._areas * (b._hi - b._lo))) / 1000.0
 
     @cached_property
     def centroid_mm(self) -> np.ndarray:
@@ -282,9 +293,10 @@ class Solid:
             if self.is_point:
                 return self.points_mm.mean(axis=0)
             self._require_volume("centroid")
-        w = self._areas * (self._hi - self._lo)
-        c = shapely.centroid(self._geoms)
-        xyz = np.c_[shapely.get_x(c), shapely.get_y(c), (self._lo + self._hi) / 2.0]
+        b = self.bulk
+        w = b._areas * (b._hi - b._lo)
+        c = shapely.centroid(b._geoms)
+        xyz = np.c_[shapely.get_x(c), shapely.get_y(c), (b._lo + b._hi) / 2.0]
         keep = w > 0
         return (xyz[keep] * w[keep, None]).sum(axis=0) / w[keep].sum()
 
@@ -295,8 +307,9 @@ class Solid:
             if self.is_point:
                 return np.array([self.points_mm.min(axis=0), self.points_mm.max(axis=0)])
             self._require_volume("bounding box")
-        x0, y0, x1, y1 = shapely.total_bounds(self._geoms)
-        return np.array([[x0, y0, self._lo[0]], [x1, y1, self._hi[-1]]])
+        b = self.bulk
+        x0, y0, x1, y1 = shapely.total_bounds(b._geoms)
+        return np.array([[x0, y0, b._lo[0]], [x1, y1, b._hi[-1]]])
 
     @property
     def equivalent_sphere_diameter_mm(self) -> float:
@@ -319,11 +332,12 @@ class Solid:
     @cached_property
     def _components(self) -> tuple[Solid, ...]:
         self._require_volume("connected components")
-        parts, slab_of = shapely.get_parts(self._geoms, return_index=True)
-        label = np.unique(_connected_labels(parts, slab_of, self._lo, self._hi), return_inverse=True)[1]
+        b = self.bulk
+        parts, slab_of = shapely.get_parts(b._geoms, return_index=True)
+        label = np.unique(_connected_labels(parts, slab_of, b._lo, b._hi), return_inverse=True)[1]
         if label.max() == 0:
             return (self,)
-        thickness = (self._hi - self._lo)[slab_of]
+        thickness = (b._hi - b._lo)[slab_of]
         volume = np.bincount(label, weights=shapely.area(parts) * thickness)
         out = []
         for k, comp in enumerate(np.argsort(-volume, kind="stable")):
@@ -331,7 +345,7 @@ class Solid:
             slab_idx = np.unique(slab_of[mine])
             grouped = _group_union(parts[mine], np.searchsorted(slab_idx, slab_of[mine]), len(slab_idx))
             slabs = tuple(
-                Slab(self.slabs[i].z, self.slabs[i].z_min, self.slabs[i].z_max, g)
+                Slab(b.slabs[i].z, b.slabs[i].z_min, b.slabs[i].z_max, g)
                 for i, g in zip(slab_idx, grouped, strict=True)
             )
             name = f"{self.name} #{k + 1}"
@@ -410,11 +424,20 @@ class Surface(Sequence[Slab]):
         self.empty_z = empty_z  # planes whose contours cancel out: they end a block
 
     @cached_property
-    def _slabs(self) -> tuple[Slab, ...]:
+    def _interpolated(self) -> InterpolatedSurface:
         z = np.r_[self.plane_z, self.empty_z]
         shapes = np.r_[self.shapes, np.full(len(self.empty_z), shapely.Polygon(), dtype=object)]
         order = np.argsort(z, kind="stable")
-        return tuple(Slab(*slab) for slab in interpolated_slabs(z[order], shapes[order], self.spacing_mm))
+        return InterpolatedSurface(z[order], shapes[order], self.spacing_mm)
+
+    @cached_property
+    def _slabs(self) -> tuple[Slab, ...]:
+        return tuple(Slab(*slab) for slab in self._interpolated.fine())
+
+    @cached_property
+    def bulk(self) -> tuple[Slab, ...]:
+        """The same surface sampled for measures of the volume (see :class:`Solid.bulk`)."""
+        return tuple(Slab(*slab) for slab in self._interpolated.bulk())
 
     def gaps_mm(self) -> list[tuple[float, float]]:
         return gaps_between_blocks(self.plane_z, self.spacing_mm)
@@ -698,6 +721,7 @@ def overlap_volume_cc(a: Solid, b: Solid) -> float:
     """Volume common to ``a`` and ``b`` (slab pairs times their z-overlap)."""
     a._require_volume("overlap")
     b._require_volume("overlap")
+    a, b = a.bulk, b.bulk
     ov = _overlap_len(a._lo, a._hi, b._lo, b._hi)
     i, j = np.nonzero(ov > _Z_MERGE_MM)
     near = _box_gap(a._xy_bounds[i], b._xy_bounds[j]) == 0
@@ -891,6 +915,7 @@ def _plane_spacing(sources: Iterable[Solid]) -> float | None:
 def _combine(solids: list[Solid], op: str, name: str) -> Solid:
     for s in solids:
         s._require_volume(op)
+    solids = [s.bulk for s in solids]
     lo, hi, idx = _refine(solids)
     grid = np.full(idx.shape, None, dtype=object)
     for k, s in enumerate(solids):
@@ -941,7 +966,9 @@ def expand(solid: Solid, margin: float, name: str | None = None) -> Solid:
     if margin == 0:
         return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
     step = _derived_step(solid, margin)
-    z = _planes(solid, solid._lo[0] - margin, solid._hi[-1] + margin, step)
+    bulk = solid.bulk
+    z = _planes(solid, bulk._lo[0] - margin, bulk._hi[-1] + margin, step)
+    solid = bulk
     sheets = _sheets(solid, _sheet_step(margin))
     dz = _plane_gaps(solid, sheets, z)
     k, j = np.nonzero(dz < margin)
@@ -967,7 +994,9 @@ def contract(solid: Solid, margin: float, name: str | None = None) -> Solid:
     if margin == 0:
         return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
     step = _derived_step(solid, margin)
-    z = _planes(solid, solid._lo[0] + margin, solid._hi[-1] - margin, step)
+    bulk = solid.bulk
+    z = _planes(solid, bulk._lo[0] + margin, bulk._hi[-1] - margin, step)
+    solid = bulk
     void_lo, void_hi = solid._voids
     covered = np.asarray((_overlap_len(z - margin, z + margin, void_lo, void_hi) <= _Z_MERGE_MM).all(axis=1))
     sheets = _sheets(solid, _sheet_step(margin))

@@ -35,12 +35,19 @@ with no trend to go by, the middle of the unknown interval is the least wrong gu
 
 Output
 ------
-:func:`interpolated_slabs` returns thin slabs: each interval between planes is cut into
-as many sub-slabs as keep the in-plane step between successive sections below
+:class:`InterpolatedSurface` samples the surface as thin slabs, two ways from the same
+distances and caps. :meth:`~InterpolatedSurface.fine` cuts each interval between planes
+into as many sub-slabs as keep the in-plane step between successive sections below
 ``MAX_STEP_MM`` (no cut where two sections are the same shape, e.g. a cylinder along z),
-each sub-slab holding the interpolated section at its middle (midpoint rule). Everything
-in :mod:`rtcheck.geometry` (volumes, distances, margins, booleans, expansions, components)
-and :mod:`rtcheck.dvh` works on these slabs, so all measures see the same surface.
+each sub-slab holding the interpolated section at its middle (midpoint rule): distances,
+margins and the inside test, which a 10 mm threshold makes sensitive to tenths of a
+millimetre, use these. :meth:`~InterpolatedSurface.bulk` serves the measures of the
+structure's volume (volume, DVH, overlaps, booleans): there a step relative to the
+structure's size, ``BULK_RELATIVE_STEP`` of its equivalent radius (never finer than
+``MAX_STEP_MM``), is enough, and an interval whose outline moves less than that step keeps
+its two sections for half the interval each (the trapezoidal rule of the area, whose
+error on a lung or a heart is far below a contouring error). Small targets, whose
+equivalent radius is under 15 mm, get the same slabs both ways.
 
 Libraries
 ---------
@@ -48,9 +55,10 @@ The sections at intermediate heights are the filled iso-contours of the blended 
 sampled on a grid (``GRID_NODES`` along a block's longer side, exact distances at the
 nodes, so marching squares places the outline to hundredths of a millimetre on smooth
 shapes): contourpy, the marching-squares engine matplotlib already depends on, traces
-them with their holes. Distances to an outline come from a SciPy k-d tree over the outline
-resampled every ``OUTLINE_STEP_MM``; SciPy's binary dilation marks the grid nodes that can
-matter; shapely gives inside/outside, areas, inradii and the clipping of what is traced.
+them with their holes. The distances at the nodes are exact distances to the outline's
+segments, computed with numpy for the nodes within reach of each segment (a window around
+it on the regular grid, so no search structure is needed); shapely gives inside/outside,
+areas, inradii and the clipping of what is traced.
 """
 
 from __future__ import annotations
@@ -61,11 +69,13 @@ from functools import cached_property
 import numpy as np
 import shapely
 from contourpy import FillType, LineType, SerialContourGenerator, ZInterp
-from scipy.ndimage import binary_dilation
-from scipy.spatial import cKDTree
 
 #: Largest in-plane move of the outline between two successive sub-slabs (mm).
 MAX_STEP_MM = 0.3
+#: The bulk sampling's step, as a fraction of the block's equivalent radius (never finer
+#: than MAX_STEP_MM): 2 % puts a lung's outline (radius ~65 mm) within 0.65 mm of the
+#: surface, where the DVH of the lung does not see it.
+BULK_RELATIVE_STEP = 0.02
 #: Thinnest sub-slab between two planes (mm).
 MIN_SUBSLAB_MM = 0.2
 #: Thickest sub-slab of a dome cap (mm); caps are cut into at most MAX_CAP_SLABS.
@@ -74,8 +84,6 @@ MAX_CAP_SLABS = 12
 #: Grid nodes along the longer side of a block's sections (at least MIN_GRID_MM apart).
 GRID_NODES = 24
 MIN_GRID_MM = 0.05
-#: Outlines are resampled this finely for distances (the distance error is at most half).
-OUTLINE_STEP_MM = 0.1
 #: Two sections whose outlines are closer than this (Hausdorff) are the same shape.
 SAME_SHAPE_MM = 0.02
 #: Segments per quarter circle of the caps' erosions.
@@ -87,22 +95,38 @@ Slab = tuple[float, float, float, shapely.Geometry]  # z, z_min, z_max, shape
 def interpolated_slabs(
     plane_z: np.ndarray, shapes: np.ndarray, spacing_mm: float, gap_factor: float = 1.5
 ) -> list[Slab]:
-    """Thin slabs of the interpolated surface of sections ``shapes`` on sorted planes ``plane_z``.
+    """The fine slabs of the interpolated surface of ``shapes`` on sorted planes ``plane_z``
+    (see :class:`InterpolatedSurface`)."""
+    return InterpolatedSurface(plane_z, shapes, spacing_mm, gap_factor).fine()
+
+
+class InterpolatedSurface:
+    """The surface through sections ``shapes`` on sorted planes ``plane_z``, sampled as slabs.
 
     Empty shapes keep their plane's place: a block of planes ends before them, as it ends
     at a gap wider than ``gap_factor`` spacings. ``spacing_mm`` (the ROI's typical spacing)
-    sets the caps' reach.
+    sets the caps' reach. Both samplings share the blocks' distances and caps, so asking
+    for the second costs only the sections it adds.
     """
-    plane_z = np.asarray(plane_z, dtype=np.float64)
-    nonempty = ~shapely.is_empty(shapes)
-    breaks = np.r_[True, (np.diff(plane_z) > gap_factor * spacing_mm) | ~nonempty[1:] | ~nonempty[:-1]]
-    out: list[Slab] = []
-    starts = np.flatnonzero(breaks)
-    for a, b in zip(starts, np.r_[starts[1:], len(plane_z)], strict=True):
-        keep = nonempty[a:b]
-        if keep.any():
-            out += _Block(plane_z[a:b][keep], shapes[a:b][keep], spacing_mm).slabs()
-    return out
+
+    def __init__(self, plane_z: np.ndarray, shapes: np.ndarray, spacing_mm: float, gap_factor: float = 1.5) -> None:
+        plane_z = np.asarray(plane_z, dtype=np.float64)
+        nonempty = ~shapely.is_empty(shapes)
+        breaks = np.r_[True, (np.diff(plane_z) > gap_factor * spacing_mm) | ~nonempty[1:] | ~nonempty[:-1]]
+        starts = np.flatnonzero(breaks)
+        self._blocks = []
+        for a, b in zip(starts, np.r_[starts[1:], len(plane_z)], strict=True):
+            keep = nonempty[a:b]
+            if keep.any():
+                self._blocks.append(_Block(plane_z[a:b][keep], shapes[a:b][keep], spacing_mm))
+
+    def fine(self) -> list[Slab]:
+        """Slabs whose outline moves by at most ``MAX_STEP_MM`` from one to the next."""
+        return [slab for block in self._blocks for slab in block.slabs(bulk=False)]
+
+    def bulk(self) -> list[Slab]:
+        """Slabs for measures of the volume: a step relative to the structure's size."""
+        return [slab for block in self._blocks for slab in block.slabs(bulk=True)]
 
 
 def gaps_between_blocks(plane_z: np.ndarray, spacing_mm: float, gap_factor: float = 1.5) -> list[tuple[float, float]]:
@@ -112,43 +136,39 @@ def gaps_between_blocks(plane_z: np.ndarray, spacing_mm: float, gap_factor: floa
     return [(float(z[i]), float(z[i + 1])) for i in wide]
 
 
-class _Field:
-    """The in-plane signed distance of one section, evaluated lazily on the block's grid.
+def _outline_distances(shape: shapely.Geometry, xs: np.ndarray, ys: np.ndarray, reach: float) -> np.ndarray:
+    """Exact distances (mm) from the nodes of the grid ``xs`` x ``ys`` to the outline of
+    ``shape``, cut at ``reach``.
 
-    A query asks for distances up to a reach; farther ones are cut to it (the nodes that
-    decide where an interpolated outline lies are never far from the outlines, and a k-d
-    tree of an outline answers far queries slowly). A later query with a longer reach
-    computes again what was cut.
+    Each segment of the outline is compared with the nodes of the window within ``reach``
+    of it; a node takes the smallest distance any segment gives it.
     """
-
-    def __init__(self, shape: shapely.Geometry, xs: np.ndarray, ys: np.ndarray) -> None:
-        self.shape = shape
-        outline = shapely.segmentize(shapely.boundary(shape), OUTLINE_STEP_MM)
-        self.tree = cKDTree(shapely.get_coordinates(outline))
-        self.xs, self.ys = xs, ys
-        self.values = np.full((len(ys), len(xs)), np.nan)
-        self.cut = np.full((len(ys), len(xs)), np.inf)  # the reach a value was cut at
-        shapely.prepare(shape)
-
-    @cached_property
-    def _inside(self) -> np.ndarray:
-        x, y = np.meshgrid(self.xs, self.ys)
-        return shapely.contains_xy(self.shape, x, y)
-
-    def inside(self, rows: slice, cols: slice) -> np.ndarray:
-        return self._inside[rows, cols]
-
-    def at(self, rows: slice, cols: slice, mask: np.ndarray, reach: float) -> np.ndarray:
-        """Signed distances on the window ``rows`` x ``cols`` where ``mask`` is set."""
-        window, cut = self.values[rows, cols], self.cut[rows, cols]
-        todo = mask & (np.isnan(window) | ((np.abs(window) >= cut) & (cut < reach)))
-        if todo.any():
-            r, c = np.nonzero(todo)
-            x, y = self.xs[cols][c], self.ys[rows][r]
-            d = np.minimum(self.tree.query(np.c_[x, y], distance_upper_bound=reach)[0], reach)
-            window[r, c] = np.where(self._inside[rows, cols][r, c], -d, d)
-            cut[r, c] = reach
-        return window
+    ny, nx = len(ys), len(xs)
+    lines = shapely.get_parts(shapely.boundary(shape))
+    xy, ring = shapely.get_coordinates(lines, return_index=True)
+    same = ring[:-1] == ring[1:]
+    p0, p1 = xy[:-1][same], xy[1:][same]
+    step = xs[1] - xs[0] if nx > 1 else 1.0
+    lo, hi = np.minimum(p0, p1) - reach, np.maximum(p0, p1) + reach
+    c0 = np.clip(np.ceil((lo[:, 0] - xs[0]) / step), 0, nx).astype(np.int64)
+    c1 = np.clip(np.floor((hi[:, 0] - xs[0]) / step) + 1, 0, nx).astype(np.int64)
+    r0 = np.clip(np.ceil((lo[:, 1] - ys[0]) / step), 0, ny).astype(np.int64)
+    r1 = np.clip(np.floor((hi[:, 1] - ys[0]) / step) + 1, 0, ny).astype(np.int64)
+    ncol, nrow = np.maximum(c1 - c0, 0), np.maximum(r1 - r0, 0)
+    counts = ncol * nrow
+    owner = np.repeat(np.arange(len(counts)), counts)
+    rank = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    col = c0[owner] + rank % ncol[owner]
+    row = r0[owner] + rank // ncol[owner]
+    d = p1 - p0
+    length2 = np.maximum((d * d).sum(axis=1), 1e-24)
+    px, py = xs[col] - p0[owner, 0], ys[row] - p0[owner, 1]
+    dx, dy = d[owner, 0], d[owner, 1]
+    t = np.clip((px * dx + py * dy) / length2[owner], 0.0, 1.0)
+    ex, ey = px - t * dx, py - t * dy
+    out = np.full(ny * nx, reach * reach)
+    np.minimum.at(out, row * nx + col, ex * ex + ey * ey)
+    return np.sqrt(out).reshape(ny, nx)
 
 
 class _Block:
@@ -170,6 +190,7 @@ class _Block:
         pad = 1.5 * self.step
         self.xs = np.arange(x0 - pad, x1 + pad + self.step, self.step)
         self.ys = np.arange(y0 - pad, y1 + pad + self.step, self.step)
+        self.x, self.y = np.meshgrid(self.xs, self.ys)
         self.pad = pad
         # how far the outline moves from each plane to the next: the largest move of a
         # side of the bounding box or of the equivalent radius (cheap, and zero only for
@@ -177,72 +198,108 @@ class _Block:
         bounds = shapely.bounds(shapes).reshape(-1, 4)
         radius = np.sqrt(self.areas / np.pi)
         self.moves = np.maximum(np.abs(np.diff(bounds, axis=0)).max(axis=1, initial=0.0), np.abs(np.diff(radius)))
-        self._fields: dict[int, _Field] = {}
+        self.bulk_step = max(MAX_STEP_MM, BULK_RELATIVE_STEP * float(radius.max()))
+        self._inside: dict[int, np.ndarray] = {}
+        self._signed: dict[int, tuple[float, np.ndarray]] = {}
         self._inradii: dict[int, float] = {}
+        self._sections: dict[tuple[int, float], shapely.Geometry] = {}
 
-    def field(self, i: int) -> _Field:
-        if i not in self._fields:
-            self._fields[i] = _Field(self.shapes[i], self.xs, self.ys)
-        return self._fields[i]
-
-    def slabs(self) -> list[Slab]:
+    def slabs(self, bulk: bool) -> list[Slab]:
         n = len(self.z)
         if n == 1:
             z = float(self.z[0])
             return [(z, z - self.spacing / 2, z + self.spacing / 2, self.shapes[0])]
-        out = self._cap(0, -1)[::-1]
+        below, above = self._caps
+        out = list(below)
         for i in range(n - 1):
-            out += self._interval(i, self.moves)
-        return out + self._cap(n - 1, +1)
+            out += self._interval(i, self.bulk_step if bulk else MAX_STEP_MM, halves=bulk)
+        out += above
+        return _merge_halves(out) if bulk else out
+
+    @cached_property
+    def _caps(self) -> tuple[list[Slab], list[Slab]]:
+        """The caps below and above the block (the same for both samplings: a cap is where
+        small errors in z matter most, for the volume of a small structure as for a margin)."""
+        return self._cap(0, -1)[::-1], self._cap(len(self.z) - 1, +1)
+
+    # -- the sections' fields -----------------------------------------------------------------
+    def inside(self, j: int) -> np.ndarray:
+        """Which grid nodes lie inside section j."""
+        if j not in self._inside:
+            shapely.prepare(self.shapes[j])
+            self._inside[j] = shapely.contains_xy(self.shapes[j], self.x, self.y)
+        return self._inside[j]
+
+    def signed(self, j: int, reach: float) -> np.ndarray:
+        """The signed distance of section j at the grid nodes (negative inside), cut at
+        ``reach`` or farther (a field computed for a longer reach serves a shorter one)."""
+        have = self._signed.get(j)
+        if have is None or have[0] < reach:
+            d = _outline_distances(self.shapes[j], self.xs, self.ys, reach)
+            have = (reach, np.where(self.inside(j), -d, d))
+            self._signed[j] = have
+        return have[1]
 
     # -- between two planes ----------------------------------------------------------------
-    def _interval(self, i: int, moves: np.ndarray) -> list[Slab]:
+    def _interval(self, i: int, max_step: float, halves: bool) -> list[Slab]:
         z0, z1 = float(self.z[i]), float(self.z[i + 1])
         h = z1 - z0
+        moves = self.moves
         flat_around = all(moves[j] < SAME_SHAPE_MM for j in (i - 1, i, i + 1) if 0 <= j < len(moves))
         if flat_around:  # a wall along z: the section holds all the way
             return [(0.5 * (z0 + z1), z0, z1, self.shapes[i])]
-        k = int(np.clip(math.ceil(moves[i] / MAX_STEP_MM), 1, max(1, math.floor(h / MIN_SUBSLAB_MM))))
+        if halves and moves[i] < max_step:  # each section for its half of the interval
+            mid = 0.5 * (z0 + z1)
+            return [(0.5 * (z0 + mid), z0, mid, self.shapes[i]), (0.5 * (mid + z1), mid, z1, self.shapes[i + 1])]
+        k = int(np.clip(math.ceil(moves[i] / max_step), 1, max(1, math.floor(h / MIN_SUBSLAB_MM))))
         t = (np.arange(k) + 0.5) / k
+        sections = self._sections_between(i, t)
+        return [
+            (z0 + t[j] * h, z0 + j * h / k, z0 + (j + 1) * h / k, shape)
+            for j, shape in enumerate(sections)
+            if not shape.is_empty
+        ]
+
+    def _sections_between(self, i: int, t: np.ndarray) -> list[shapely.Geometry]:
+        """The interpolated sections at fractions ``t`` of the interval from plane i to i + 1."""
+        todo = [float(tj) for tj in t if (i, float(tj)) not in self._sections]
+        if todo:
+            for tj, shape in zip(todo, self._trace_between(i, np.array(todo)), strict=True):
+                self._sections[(i, tj)] = shape
+        return [self._sections[(i, float(tj))] for tj in t]
+
+    def _trace_between(self, i: int, t: np.ndarray) -> list[shapely.Geometry]:
         target = self._area_curve(i, t)
         # an offset of the outline moves the area by about perimeter x offset: bounded by the
-        # change of equivalent radius, it sets how far beyond the outlines the grid matters
+        # change of equivalent radius, it sets how far beyond the outlines the fields matter
         radius = np.sqrt(self.areas[i : i + 2] / np.pi)
         extra = float(np.abs(np.sqrt(target / np.pi) - radius.min()).max(initial=0.0)) if target is not None else 0.0
-        rows, cols, band = self._band(i, extra)
-        reach = 2 * moves[i] + extra + 2 * self.pad + self.step
-        v1 = self.field(i).at(rows, cols, band, reach)[band]
-        v2 = self.field(i + 1).at(rows, cols, band, reach)[band]
+        reach = 2 * self.moves[i] + extra + self.pad + self.step
+        v1, v2 = self.signed(i, reach), self.signed(i + 1, reach)
         simple = self.single[i] and self.single[i + 1] and shapely.intersects(self.shapes[i], self.shapes[i + 1])
         limit = None
         if not simple:
-            x, y = np.meshgrid(self.xs[cols], self.ys[rows])
-            v2 = np.where(self._unmatched(i, i + 1, x[band], y[band]), np.abs(v1), v2)
-            v1 = np.where(self._unmatched(i + 1, i, x[band], y[band]), np.abs(v2), v1)
+            v2 = np.where(self._unmatched(i, i + 1), np.abs(v1), v2)
+            v1 = np.where(self._unmatched(i + 1, i), np.abs(v2), v1)
             # Marching squares cannot resolve a neck finer than the grid (two parts touching
             # at a point): what is traced is kept within the two sections, or within reach
             # of their union where the area's curve makes the surface bulge beyond both.
             either = shapely.union(self.shapes[i], self.shapes[i + 1])
             limit = shapely.buffer(either, extra, quad_segs=_QUAD_SEGS) if extra > 0 else either
             shapely.prepare(limit)
-        inside_both = self.field(i).inside(rows, cols) & self.field(i + 1).inside(rows, cols)
-        far = np.where(inside_both, -self.pad, self.pad)
-
         out = []
-        for j in range(k):
-            grid = far.copy()
-            grid[band] = (1 - t[j]) * v1 + t[j] * v2
+        for j in range(len(t)):
+            grid = (1 - t[j]) * v1 + t[j] * v2
             if target is not None:
                 # the distances' blend, offset so that its area follows the areas' curve
                 area, perimeter = self._area_perimeter(grid)
                 if area > 0 and perimeter > 0:
                     offset = 2 * math.sqrt(area) * (math.sqrt(target[j]) - math.sqrt(area)) / perimeter
-                    grid[band] -= float(np.clip(offset, -extra, extra))
-            shape = self._trace(rows, cols, grid)
+                    grid -= float(np.clip(offset, -extra, extra))
+            shape = self._trace(grid)
             if limit is not None and not shapely.contains(limit, shape):
                 shape = _polygonal(shapely.intersection(shape, limit))
-            if not shape.is_empty:
-                out.append((z0 + t[j] * h, z0 + j * h / k, z0 + (j + 1) * h / k, shape))
+            out.append(shape)
         return out
 
     def _area_perimeter(self, grid: np.ndarray) -> tuple[float, float]:
@@ -253,9 +310,9 @@ class _Block:
         tent = np.clip(1.0 - np.abs(grid) / self.step, 0.0, None)
         return float(ramp.sum()) * self.step**2, float(tent.sum()) * self.step
 
-    def _unmatched(self, i: int, j: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Which points lie at a part of section i that meets nothing on plane j (a lesion
-        ending, or starting, between the two planes).
+    def _unmatched(self, i: int, j: int) -> np.ndarray:
+        """Which grid nodes lie at a part of section i that meets nothing on plane j (a
+        lesion ending, or starting, between the two planes).
 
         The other plane's distance there is that of an unrelated outline; the part is
         instead given the classic half spacing: it keeps its section up to the middle of
@@ -264,10 +321,10 @@ class _Block:
         parts = shapely.get_parts(self.shapes[i])
         alone = parts[~shapely.intersects(parts, self.shapes[j])]
         if len(alone) == 0:
-            return np.zeros(len(x), dtype=bool)
+            return np.zeros(self.x.shape, dtype=bool)
         region = shapely.buffer(shapely.union_all(alone), 2 * self.step)
         shapely.prepare(region)
-        return shapely.contains_xy(region, x, y) & ~shapely.contains_xy(self.shapes[j], x, y)
+        return shapely.contains_xy(region, self.x, self.y) & ~self.inside(j)
 
     def _area_curve(self, i: int, t: np.ndarray) -> np.ndarray | None:
         """The sections' areas at fractions ``t`` of interval i along a smooth curve, or
@@ -318,38 +375,16 @@ class _Block:
             self._inradii[j] = float(shapely.length(circle))
         return self._inradii[j]
 
-    def _band(self, i: int, extra: float) -> tuple[slice, slice, np.ndarray]:
-        """The grid window around planes i and i + 1, and its nodes whose value matters:
-        those within the pad (plus ``extra``) of either outline or of the space between the
-        two sections."""
-        pad = self.pad + extra
-        x0, y0, x1, y1 = shapely.total_bounds(self.shapes[i : i + 2])
-        c0, c1 = np.searchsorted(self.xs, [x0 - pad, x1 + pad])
-        r0, r1 = np.searchsorted(self.ys, [y0 - pad, y1 + pad])
-        rows, cols = slice(max(r0 - 1, 0), r1 + 1), slice(max(c0 - 1, 0), c1 + 1)
-        a, b = self.field(i).inside(rows, cols), self.field(i + 1).inside(rows, cols)
-        edge = a ^ b
-        for m in (a, b):
-            edge[:-1] |= m[:-1] != m[1:]
-            edge[1:] |= m[:-1] != m[1:]
-            edge[:, :-1] |= m[:, :-1] != m[:, 1:]
-            edge[:, 1:] |= m[:, :-1] != m[:, 1:]
-        reach = math.ceil(pad / self.step)
-        band = binary_dilation(edge, np.ones((3, 3), bool), iterations=reach)
-        band[[0, -1], :] = band[:, [0, -1]] = False  # the window's rim stays outside
-        return rows, cols, band
-
-    def _trace(self, rows: slice, cols: slice, grid: np.ndarray) -> shapely.Geometry:
+    def _trace(self, grid: np.ndarray) -> shapely.Geometry:
         """The region grid <= 0 as (multi)polygons with holes."""
         if grid.min() > 0:
             return shapely.Polygon()
-        x, y = np.meshgrid(self.xs[cols], self.ys[rows])
         # the generator class itself: contour_generator() would first look for masked or
         # invalid values, which a grid of exact distances never has (and which costs more
         # than the tracing on grids this small)
         gen = SerialContourGenerator(
-            x,
-            y,
+            self.x,
+            self.y,
             np.ascontiguousarray(grid, dtype=np.float64),
             np.zeros(grid.shape, dtype=bool),  # nothing masked
             corner_mask=False,
@@ -386,41 +421,24 @@ class _Block:
         inradius = self.inradius(i)
         closed_in = inradius - self.inradius(i - direction)  # how far the inradius moved in
         n = int(np.clip(math.ceil(height / CAP_STEP_MM), 1, MAX_CAP_SLABS))
-        rows, cols, band = self._window(section)
         # distances as deep as the inradius
         deep = inradius + 2 * self.pad
-        here = self.field(i).at(rows, cols, band, deep)[band]
-        before = self.field(i - direction).at(rows, cols, band, deep)[band]
+        here = self.signed(i, deep)
+        before = self.signed(i - direction, deep)
         speed = here - before  # per plane step
-        far = np.full(band.shape, self.pad)
-        far[self.field(i).inside(rows, cols) & ~band] = -self.pad
         shapely.prepare(section)
         out = []
         for j in range(n):
             tau = (j + 0.5) * height / n
             rho = inradius - math.sqrt(max(float(np.polyval(trend, tau)), 0.0))
-            grid = far.copy()
-            grid[band] = here - speed * (rho / closed_in) if closed_in < -1e-6 else here + rho
-            shape = self._trace(rows, cols, grid)
+            grid = here - speed * (rho / closed_in) if closed_in < -1e-6 else here + rho
+            shape = self._trace(grid)
             if not shapely.contains(section, shape):
                 shape = _polygonal(shapely.intersection(shape, section))
             if shape.is_empty:
                 break
             out.append(_slab_between(z0 + direction * j * height / n, z0 + direction * (j + 1) * height / n, shape))
         return out
-
-    def _window(self, shape: shapely.Geometry) -> tuple[slice, slice, np.ndarray]:
-        """The grid window around ``shape`` and its nodes within the pad of the shape."""
-        x0, y0, x1, y1 = shapely.bounds(shape)
-        c0, c1 = np.searchsorted(self.xs, [x0 - self.pad, x1 + self.pad])
-        r0, r1 = np.searchsorted(self.ys, [y0 - self.pad, y1 + self.pad])
-        rows, cols = slice(max(r0 - 1, 0), r1 + 1), slice(max(c0 - 1, 0), c1 + 1)
-        x, y = np.meshgrid(self.xs[cols], self.ys[rows])
-        near = shapely.buffer(shape, self.pad + self.step)
-        shapely.prepare(near)
-        band = shapely.contains_xy(near, x, y)
-        band[[0, -1], :] = band[:, [0, -1]] = False
-        return rows, cols, band
 
     def _inradius_trend(self, i: int, direction: int) -> np.ndarray | None:
         """The squared inradius (mm²) beyond plane i as a quadratic in the outward distance.
@@ -455,6 +473,19 @@ def _first_zero(quadratic: np.ndarray, limit: float) -> float | None:
     if a > 0 and 0 < -b / (2 * a) <= limit and np.polyval(quadratic, -b / (2 * a)) < 0.05 * c:
         return float(-b / (2 * a))
     return None
+
+
+def _merge_halves(slabs: list[Slab]) -> list[Slab]:
+    """Slabs with the same section that meet (the halves either side of a contour plane) as
+    one, standing on that plane."""
+    out = slabs[:1]
+    for slab in slabs[1:]:
+        _, lo, hi, shape = out[-1]
+        if shape is slab[3] and abs(hi - slab[1]) < 1e-9:
+            out[-1] = (slab[1], lo, slab[2], shape)
+        else:
+            out.append(slab)
+    return out
 
 
 def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:

@@ -500,12 +500,13 @@ def _plane(values: list[tuple[float, float, float]], default: float) -> float:
 
 
 def _axial_rings(solid: Solid, z: float) -> list[np.ndarray]:
-    slab = solid.slab_at(z)
+    slab = solid.bulk.slab_at(z)  # the drawing needs no finer sampling than the DVH
     return [] if slab is None else _rings(slab.shape)
 
 
 def _coronal_section(solid: Solid, y: float) -> shapely.Geometry:
     """The solid cut by the plane at ``y``, in (x, z): each slab's chord times its z-range."""
+    solid = solid.bulk
     if not solid.slabs:
         return shapely.Polygon()
     shapes = np.array([s.shape for s in solid.slabs], dtype=object)
@@ -653,6 +654,7 @@ def _peak_path(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _inside(solid: Solid, points: np.ndarray) -> np.ndarray:
     """Whether each point lies inside the solid's slabs."""
+    solid = solid.bulk
     lo = np.array([s.z_min for s in solid.slabs])
     hi = np.array([s.z_max for s in solid.slabs])
     index = np.clip(np.searchsorted(lo, points[:, 2], side="right") - 1, 0, len(solid.slabs) - 1)

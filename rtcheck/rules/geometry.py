@@ -217,7 +217,8 @@ def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams)
             cc = overlap_volume_cc(target, solid)
             if cc > params.max_overlap_cc:
                 overlaps[other.name] = round(cc, 3)
-            nearest = min(nearest, (min_distance_mm(target, solid), other.name))
+            # where the nearest one is, not a graded distance: the bulk surfaces suffice
+            nearest = min(nearest, (min_distance_mm(target.bulk, solid.bulk), other.name))
         detail["overlap_cc"] = overlaps
         if nearest[1]:
             detail["nearest_excluded"] = nearest[1]
