@@ -6,10 +6,11 @@ each plane's contours), and between and beyond them the surface that
 :mod:`rtcheck.interpolation` reconstructs (shape-based interpolation of the sections'
 signed distances, domed or flat end caps). The solid holds that surface as thin
 :class:`Slab` s: z-ranges that tile the structure, each with the interpolated section at
-its middle. Every measure here (volume, centroid, overlaps, booleans, distances, margins,
-expansion, contraction, connected components) and the DVH (:mod:`rtcheck.dvh`) works on
-these same slabs, so the DVH's structure volume is the solid's volume and a margin is
-measured on the surface the DVH integrates over.
+its middle. Distances, margins, the inside test, expansion and contraction use slabs
+between which the outline moves at most ``MAX_STEP_MM``; volume, centroid, overlaps,
+booleans, connected components and the DVH (:mod:`rtcheck.dvh`) use :attr:`Solid.bulk`,
+the same surface sampled with a step relative to the structure's size, so the DVH's
+structure volume is the solid's volume.
 
 Accuracy
 --------
@@ -235,9 +236,10 @@ class Solid:
     @cached_property
     def bulk(self) -> Solid:
         """The solid for measures of its volume (volume, centroid, DVH, overlaps, booleans,
-        expansions, components): a drawn structure's surface sampled with a step relative
-        to its size (:meth:`rtcheck.interpolation.InterpolatedSurface.bulk`); any other
-        solid is its own bulk. Distances, margins and the inside test keep the fine slabs."""
+        components): a drawn structure's surface sampled with a step relative to its size
+        (:meth:`rtcheck.interpolation.InterpolatedSurface.bulk`); any other solid is its own
+        bulk. Distances, margins, the inside test and expansions and contractions (whose
+        surface is a distance from the input's) keep the fine slabs."""
         if isinstance(self.slabs, Surface):
             return Solid(self.name, self.slabs.bulk, self.points_mm, self.issues, self.plane_spacing_mm)
         return self
@@ -879,8 +881,11 @@ def _refine(solids: list[Solid]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lo[present], hi[present], idx[present]
 
 
-def _representative_z(solids: list[Solid], lo: np.ndarray, hi: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """A contour plane of the first input present in each range, else the range's middle."""
+def _representative_z(
+    solids: list[Solid], lo: np.ndarray, hi: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A contour plane of the first input present in each range, else the range's middle;
+    and which ranges hold such a plane."""
     z = (lo + hi) / 2.0
     chosen = np.zeros(len(lo), dtype=bool)
     for k, s in enumerate(solids):
@@ -889,7 +894,7 @@ def _representative_z(solids: list[Solid], lo: np.ndarray, hi: np.ndarray, idx: 
         ok = has & ~chosen & (planes >= lo) & (planes < hi)
         z[ok] = planes[ok]
         chosen |= ok
-    return z
+    return z, chosen
 
 
 def _assemble(
@@ -922,7 +927,9 @@ def _combine(solids: list[Solid], op: str, name: str) -> Solid:
         has = idx[:, k] >= 0
         grid[has, k] = s._geoms[idx[has, k]]
     if op == "union":
-        shapes = shapely.union_all(grid, axis=1)
+        shapes = np.asarray(shapely.union_all(grid, axis=1), dtype=object)
+        alone = (idx >= 0).sum(axis=1) == 1  # one input here: its own shape, unchanged
+        shapes[alone] = grid[alone, np.argmax(idx[alone] >= 0, axis=1)]
     elif op == "intersection":
         every = (idx >= 0).all(axis=1)
         lo, hi, idx, grid = lo[every], hi[every], idx[every], grid[every]
@@ -930,9 +937,32 @@ def _combine(solids: list[Solid], op: str, name: str) -> Solid:
     else:  # difference of the first and the union of the others
         first = idx[:, 0] >= 0
         lo, hi, idx, grid = lo[first], hi[first], idx[first], grid[first]
-        shapes = shapely.difference(grid[:, 0], shapely.union_all(grid[:, 1:], axis=1))
-    z = _representative_z(solids, lo, hi, idx)
-    return _assemble(name, lo, hi, z, np.asarray(shapes, dtype=object), solids)
+        others = np.asarray(shapely.union_all(grid[:, 1:], axis=1), dtype=object)
+        untouched = ~shapely.intersects(grid[:, 0], others)  # nothing taken away here
+        shapes = np.asarray(shapely.difference(grid[:, 0], others), dtype=object)
+        shapes[untouched] = grid[untouched, 0]
+    z, on_plane = _representative_z(solids, lo, hi, idx)
+    return _assemble(name, *_merge_unchanged(lo, hi, z, on_plane, np.asarray(shapes, dtype=object)), solids)
+
+
+def _merge_unchanged(
+    lo: np.ndarray, hi: np.ndarray, z: np.ndarray, on_plane: np.ndarray, shapes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Adjacent ranges that kept the very same input shape (one input slab that the common
+    refinement cut where another input has slab edges, but nothing changed it there) as
+    one range again: the result has no more slabs than its inputs need."""
+    if len(lo) < 2:
+        return lo, hi, z, shapes
+    same = np.array([a is b for a, b in zip(shapes[1:], shapes[:-1], strict=True)]) & (lo[1:] - hi[:-1] <= _Z_MERGE_MM)
+    start = np.r_[True, ~same]
+    first = np.flatnonzero(start)
+    last = np.r_[first[1:] - 1, len(lo) - 1]
+    # a contour plane chosen for a piece of a run stands for the whole run
+    group = np.cumsum(start) - 1
+    z_run = (lo[first] + hi[last]) / 2.0
+    planed = np.flatnonzero(on_plane)[::-1]  # reversed: the first piece's plane is written last
+    z_run[group[planed]] = z[planed]
+    return lo[first], hi[last], z_run, shapes[first]
 
 
 def union(*solids: Solid, name: str | None = None) -> Solid:
@@ -966,9 +996,7 @@ def expand(solid: Solid, margin: float, name: str | None = None) -> Solid:
     if margin == 0:
         return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
     step = _derived_step(solid, margin)
-    bulk = solid.bulk
-    z = _planes(solid, bulk._lo[0] - margin, bulk._hi[-1] + margin, step)
-    solid = bulk
+    z = _planes(solid, solid._lo[0] - margin, solid._hi[-1] + margin, step)
     sheets = _sheets(solid, _sheet_step(margin))
     dz = _plane_gaps(solid, sheets, z)
     k, j = np.nonzero(dz < margin)
@@ -994,9 +1022,7 @@ def contract(solid: Solid, margin: float, name: str | None = None) -> Solid:
     if margin == 0:
         return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
     step = _derived_step(solid, margin)
-    bulk = solid.bulk
-    z = _planes(solid, bulk._lo[0] + margin, bulk._hi[-1] - margin, step)
-    solid = bulk
+    z = _planes(solid, solid._lo[0] + margin, solid._hi[-1] - margin, step)
     void_lo, void_hi = solid._voids
     covered = np.asarray((_overlap_len(z - margin, z + margin, void_lo, void_hi) <= _Z_MERGE_MM).all(axis=1))
     sheets = _sheets(solid, _sheet_step(margin))
