@@ -335,33 +335,14 @@ def voxelise(grid: DoseGrid, solid: Solid, *, subdivisions: int | None = None) -
     """
     if subdivisions is not None and not 1 <= subdivisions <= 16:
         raise ValueError(f"subdivisions must lie in 1..16, not {subdivisions}")
-    slabs = [s for s in solid.bulk.slabs if s.z_max > s.z_min and not s.shape.is_empty]
-    if not slabs:
-        raise DoseError(None, f"structure '{solid.name}'", "has no volume (no closed planar contour)")
-    shapes = np.empty(len(slabs), dtype=object)
-    shapes[:] = [s.shape for s in slabs]
-    z_lo = np.array([s.z_min for s in slabs])
-    z_hi = np.array([s.z_max for s in slabs])
-    parts, part_slab = shapely.get_parts(shapes, return_index=True)
-    polygons = shapely.get_type_id(parts) == shapely.GeometryType.POLYGON
-    parts, part_slab = parts[polygons], part_slab[polygons]
-    area = shapely.area(parts)
-    xe, ye, ze = grid.x_edges_mm, grid.y_edges_mm, grid.z_edges_mm
-    overlap_z = np.clip(np.minimum(z_hi, ze[-1]) - np.maximum(z_lo, ze[0]), 0, None)[part_slab]
-    inside = area.copy()
-    bounds = shapely.bounds(parts)
-    sticks_out = (bounds[:, 0] < xe[0]) | (bounds[:, 1] < ye[0]) | (bounds[:, 2] > xe[-1]) | (bounds[:, 3] > ye[-1])
-    if sticks_out.any():
-        box = shapely.box(xe[0], ye[0], xe[-1], ye[-1])
-        inside[sticks_out] = shapely.area(shapely.intersection(parts[sticks_out], box))
-    active = (overlap_z > 0) & (inside > 0)
-    volume_cc = float(np.dot(area, (z_hi - z_lo)[part_slab])) / 1000
+    s = _SlabParts.of(solid, grid)
+    active = (s.overlap_z > 0) & (s.inside > 0)
     if subdivisions is None:
-        subdivisions = SMALL_SUBDIVISIONS if volume_cc <= LARGE_STRUCTURE_CC else LARGE_SUBDIVISIONS
+        subdivisions = SMALL_SUBDIVISIONS if s.volume_cc <= LARGE_STRUCTURE_CC else LARGE_SUBDIVISIONS
     raster = _Raster(grid, subdivisions)
     if active.any():
         centre, weight_centre, voxel, offset, weight = raster.samples(
-            parts[active], part_slab[active], z_lo, z_hi, inside[active]
+            s.parts[active], s.part_slab[active], s.z_lo, s.z_hi, s.inside[active]
         )
     else:
         centre, voxel = np.empty(0, np.int64), np.empty(0, np.int64)
@@ -376,9 +357,62 @@ def voxelise(grid: DoseGrid, solid: Solid, *, subdivisions: int | None = None) -
         offset_owner=owner,
         offset_mm=offset[:, keep],
         weight_cc=np.concatenate((weight_centre, weight[keep])) / 1000,
-        volume_cc=volume_cc,
-        covered_volume_cc=float(np.dot(inside, overlap_z)) / 1000,
+        volume_cc=s.volume_cc,
+        covered_volume_cc=s.covered_volume_cc,
     )
+
+
+def uncovered_cc(grid: DoseGrid, solid: Solid) -> float:
+    """Volume (cc) of ``solid`` outside ``grid``'s voxel box: what :func:`voxelise` would
+    leave out, from the slabs alone (a coverage check needs no samples)."""
+    s = _SlabParts.of(solid, grid)
+    return max(s.volume_cc - s.covered_volume_cc, 0.0)
+
+
+@dataclass(frozen=True)
+class _SlabParts:
+    """The polygons of a solid's (bulk) slabs, with how much of each lies in a grid's box."""
+
+    parts: np.ndarray
+    part_slab: np.ndarray
+    z_lo: np.ndarray
+    z_hi: np.ndarray
+    inside: np.ndarray  # in-plane area (mm2) of each part within the box
+    overlap_z: np.ndarray  # z-length (mm) of each part's slab within the box
+    volume_cc: float
+    covered_volume_cc: float
+
+    @classmethod
+    def of(cls, solid: Solid, grid: DoseGrid) -> _SlabParts:
+        slabs = [s for s in solid.bulk.slabs if s.z_max > s.z_min and not s.shape.is_empty]
+        if not slabs:
+            raise DoseError(None, f"structure '{solid.name}'", "has no volume (no closed planar contour)")
+        shapes = np.empty(len(slabs), dtype=object)
+        shapes[:] = [s.shape for s in slabs]
+        z_lo = np.array([s.z_min for s in slabs])
+        z_hi = np.array([s.z_max for s in slabs])
+        parts, part_slab = shapely.get_parts(shapes, return_index=True)
+        polygons = shapely.get_type_id(parts) == shapely.GeometryType.POLYGON
+        parts, part_slab = parts[polygons], part_slab[polygons]
+        area = shapely.area(parts)
+        xe, ye, ze = grid.x_edges_mm, grid.y_edges_mm, grid.z_edges_mm
+        overlap_z = np.clip(np.minimum(z_hi, ze[-1]) - np.maximum(z_lo, ze[0]), 0, None)[part_slab]
+        inside = area.copy()
+        bounds = shapely.bounds(parts)
+        sticks_out = (bounds[:, 0] < xe[0]) | (bounds[:, 1] < ye[0]) | (bounds[:, 2] > xe[-1]) | (bounds[:, 3] > ye[-1])
+        if sticks_out.any():
+            box = shapely.box(xe[0], ye[0], xe[-1], ye[-1])
+            inside[sticks_out] = shapely.area(shapely.intersection(parts[sticks_out], box))
+        return cls(
+            parts=parts,
+            part_slab=part_slab,
+            z_lo=z_lo,
+            z_hi=z_hi,
+            inside=inside,
+            overlap_z=overlap_z,
+            volume_cc=float(np.dot(area, (z_hi - z_lo)[part_slab])) / 1000,
+            covered_volume_cc=float(np.dot(inside, overlap_z)) / 1000,
+        )
 
 
 def _reconstruct(grid: DoseGrid, voxel: np.ndarray, owner: np.ndarray, offset_mm: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..dose import DoseGrid
-from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose
+from ..dvh import COVERAGE_TOLERANCE_CC, StructureDose, uncovered_cc
 from ..geometry import Solid
 from ..protocol import RuleSpec
 from ..units import Quantity
@@ -288,7 +288,7 @@ def coverage(ctx: CheckContext, spec: RuleSpec, params: CoverageParams) -> Measu
     for name in components:
         grid, _ = _per_fraction(ctx, name)
         for solid in solids:
-            cc = ctx.workspace.structure_dose(grid, solid).uncovered_cc
+            cc = uncovered_cc(grid, solid)  # from the slabs: no DVH is needed for this
             if cc > uncovered[solid.name]:
                 uncovered[solid.name], worst_component[solid.name] = cc, name
     # Below the tolerance, an uncovered volume is rasterisation noise: it is reported as 0.
