@@ -90,6 +90,9 @@ SAME_SHAPE_MM = 0.02
 #: Segments per quarter circle of the caps' erosions.
 _QUAD_SEGS = 16
 
+#: Where an interval's area curve is sampled for its largest departure from the planes'.
+_CURVE_SAMPLES = np.linspace(0.0, 1.0, 17)
+
 Slab = tuple[float, float, float, shapely.Geometry]  # z, z_min, z_max, shape
 
 
@@ -281,9 +284,12 @@ class _Block:
     def _trace_between(self, i: int, t: np.ndarray) -> list[shapely.Geometry]:
         target = self._area_curve(i, t)
         # an offset of the outline moves the area by about perimeter x offset: bounded by the
-        # change of equivalent radius, it sets how far beyond the outlines the fields matter
+        # change of equivalent radius along the interval's area curve, it sets how far beyond
+        # the outlines the fields matter (from the whole curve, so that a section does not
+        # depend on which others are traced with it)
         radius = np.sqrt(self.areas[i : i + 2] / np.pi)
-        extra = float(np.abs(np.sqrt(target / np.pi) - radius.min()).max(initial=0.0)) if target is not None else 0.0
+        curve = self._area_curve(i, _CURVE_SAMPLES)
+        extra = float(np.abs(np.sqrt(curve / np.pi) - radius.min()).max()) if curve is not None else 0.0
         reach = 2 * self.moves[i] + extra + self.pad + self.step
         v1, v2 = self.signed(i, reach), self.signed(i + 1, reach)
         simple = self.single[i] and self.single[i + 1] and shapely.intersects(self.shapes[i], self.shapes[i + 1])
