@@ -69,6 +69,7 @@ expansion of a 35 mm sphere is within 1 % of the 40 mm sphere's volume.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -176,7 +177,7 @@ class Solid:
     def __post_init__(self) -> None:
         points = np.asarray(self.points_mm, dtype=np.float64).reshape(-1, 3)
         object.__setattr__(self, "points_mm", points)
-        if isinstance(self.slabs, Surface):
+        if isinstance(self.slabs, LazySlabs):
             return  # built sorted, when first needed
         lo, hi = self._lo, self._hi
         if np.any(hi <= lo) or np.any(lo[1:] < hi[:-1] - _Z_MERGE_MM):
@@ -235,12 +236,13 @@ class Solid:
 
     @cached_property
     def bulk(self) -> Solid:
-        """The solid for measures of its volume (volume, centroid, DVH, overlaps, booleans,
-        components): a drawn structure's surface sampled with a step relative to its size
-        (:meth:`rtcheck.interpolation.InterpolatedSurface.bulk`); any other solid is its own
-        bulk. Distances, margins, the inside test and expansions and contractions (whose
-        surface is a distance from the input's) keep the fine slabs."""
-        if isinstance(self.slabs, Surface):
+        """The solid for measures of its volume (volume, centroid, DVH, overlaps, components):
+        a drawn structure's surface sampled with a step relative to its size
+        (:meth:`rtcheck.interpolation.InterpolatedSurface.bulk`), a boolean of the inputs'
+        bulk slabs; any other solid is its own bulk. Distances, margins, the inside test and
+        expansions and contractions (whose surface is a distance from the input's) keep the
+        fine slabs."""
+        if isinstance(self.slabs, LazySlabs):
             return Solid(self.name, self.slabs.bulk, self.points_mm, self.issues, self.plane_spacing_mm)
         return self
 
@@ -413,39 +415,27 @@ def solid_from_roi(roi: Roi, typical_spacing_mm: float | None = None) -> Solid:
     return Solid(roi.name, slabs, pts, tuple(report.issues), spacing)
 
 
-class Surface(Sequence[Slab]):
-    """The slabs of a drawn structure: its sections on the contour planes, interpolated
-    between them (:mod:`rtcheck.interpolation`) when first needed.
+class LazySlabs(Sequence[Slab]):
+    """Slabs built when a measure first needs them, sampled two ways: fine (the sequence
+    itself, for distances and margins) and :attr:`bulk` (for volumes, DVHs and booleans)."""
 
-    A structure set has many ROIs that no measure ever asks for the surface of (the
-    integrity check only reads their contours); they cost nothing more than their sections.
-    """
+    @abstractmethod
+    def _fine(self) -> tuple[Slab, ...]: ...
 
-    def __init__(self, plane_z: np.ndarray, shapes: np.ndarray, spacing_mm: float, empty_z: np.ndarray) -> None:
-        self.plane_z, self.shapes, self.spacing_mm = plane_z, shapes, spacing_mm
-        self.empty_z = empty_z  # planes whose contours cancel out: they end a block
-
-    @cached_property
-    def _interpolated(self) -> InterpolatedSurface:
-        z = np.r_[self.plane_z, self.empty_z]
-        shapes = np.r_[self.shapes, np.full(len(self.empty_z), shapely.Polygon(), dtype=object)]
-        order = np.argsort(z, kind="stable")
-        return InterpolatedSurface(z[order], shapes[order], self.spacing_mm)
+    @abstractmethod
+    def _bulk(self) -> tuple[Slab, ...]: ...
 
     @cached_property
     def _slabs(self) -> tuple[Slab, ...]:
-        return tuple(Slab(*slab) for slab in self._interpolated.fine())
+        return self._fine()
 
     @cached_property
     def bulk(self) -> tuple[Slab, ...]:
-        """The same surface sampled for measures of the volume (see :class:`Solid.bulk`)."""
-        return tuple(Slab(*slab) for slab in self._interpolated.bulk())
-
-    def gaps_mm(self) -> list[tuple[float, float]]:
-        return gaps_between_blocks(self.plane_z, self.spacing_mm)
+        """The same structure sampled for measures of the volume (see :attr:`Solid.bulk`)."""
+        return self._bulk()
 
     def __bool__(self) -> bool:
-        return len(self.plane_z) > 0
+        return len(self.bulk) > 0
 
     def __len__(self) -> int:
         return len(self._slabs)
@@ -466,6 +456,52 @@ class Surface(Sequence[Slab]):
         return tuple(self) == tuple(other) if isinstance(other, Sequence) else NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+class Surface(LazySlabs):
+    """The slabs of a drawn structure: its sections on the contour planes, interpolated
+    between them (:mod:`rtcheck.interpolation`) when first needed.
+
+    A structure set has many ROIs that no measure ever asks for the surface of (the
+    integrity check only reads their contours); they cost nothing more than their sections.
+    """
+
+    def __init__(self, plane_z: np.ndarray, shapes: np.ndarray, spacing_mm: float, empty_z: np.ndarray) -> None:
+        self.plane_z, self.shapes, self.spacing_mm = plane_z, shapes, spacing_mm
+        self.empty_z = empty_z  # planes whose contours cancel out: they end a block
+
+    @cached_property
+    def _interpolated(self) -> InterpolatedSurface:
+        z = np.r_[self.plane_z, self.empty_z]
+        shapes = np.r_[self.shapes, np.full(len(self.empty_z), shapely.Polygon(), dtype=object)]
+        order = np.argsort(z, kind="stable")
+        return InterpolatedSurface(z[order], shapes[order], self.spacing_mm)
+
+    def _fine(self) -> tuple[Slab, ...]:
+        return tuple(Slab(*slab) for slab in self._interpolated.fine())
+
+    def _bulk(self) -> tuple[Slab, ...]:
+        return tuple(Slab(*slab) for slab in self._interpolated.bulk())
+
+    def gaps_mm(self) -> list[tuple[float, float]]:
+        return gaps_between_blocks(self.plane_z, self.spacing_mm)
+
+    def __bool__(self) -> bool:
+        return len(self.plane_z) > 0
+
+
+class _Combined(LazySlabs):
+    """The slabs of a union, intersection or difference: of the inputs' fine slabs for the
+    fine sampling, of their bulk slabs for the bulk one, each combined when first needed."""
+
+    def __init__(self, solids: list[Solid], op: str) -> None:
+        self.solids, self.op = solids, op
+
+    def _fine(self) -> tuple[Slab, ...]:
+        return _combine_slabs(self.solids, self.op)
+
+    def _bulk(self) -> tuple[Slab, ...]:
+        return _combine_slabs([s.bulk for s in self.solids], self.op)
 
 
 def _contour_points(contour: Contour) -> np.ndarray | None:
@@ -897,20 +933,6 @@ def _representative_z(
     return z, chosen
 
 
-def _assemble(
-    name: str, lo: np.ndarray, hi: np.ndarray, z: np.ndarray, shapes: np.ndarray, sources: Iterable[Solid]
-) -> Solid:
-    shapes = shapes.copy()
-    mixed = ~np.isin(shapely.get_type_id(shapes), [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
-    shapes[mixed] = [_polygonal(g) for g in shapes[mixed]]  # drop lines where shapes only touch
-    keep = ~shapely.is_empty(shapes)
-    lo, hi, z, shapes = lo[keep], hi[keep], z[keep], shapes[keep]
-    sources = list(sources)
-    issues = tuple(dict.fromkeys(i for s in sources for i in s.issues))
-    slabs = tuple(Slab(float(c), float(a), float(b), g) for c, a, b, g in zip(z, lo, hi, shapes, strict=True))
-    return Solid(name, slabs, issues=issues, plane_spacing_mm=_plane_spacing(sources))
-
-
 def _plane_spacing(sources: Iterable[Solid]) -> float | None:
     """The finest contour-plane spacing among the inputs of a derived solid."""
     spacings = [s.plane_spacing_mm for s in sources if s.plane_spacing_mm is not None]
@@ -920,7 +942,13 @@ def _plane_spacing(sources: Iterable[Solid]) -> float | None:
 def _combine(solids: list[Solid], op: str, name: str) -> Solid:
     for s in solids:
         s._require_volume(op)
-    solids = [s.bulk for s in solids]
+    issues = tuple(dict.fromkeys(i for s in solids for i in s.issues))
+    return Solid(name, _Combined(solids, op), issues=issues, plane_spacing_mm=_plane_spacing(solids))
+
+
+def _combine_slabs(solids: list[Solid], op: str) -> tuple[Slab, ...]:
+    """The slabs of ``op`` over the slabs of ``solids``, on the common refinement of their
+    z-ranges (see :func:`_refine`)."""
     lo, hi, idx = _refine(solids)
     grid = np.full(idx.shape, None, dtype=object)
     for k, s in enumerate(solids):
@@ -942,7 +970,12 @@ def _combine(solids: list[Solid], op: str, name: str) -> Solid:
         shapes = np.asarray(shapely.difference(grid[:, 0], others), dtype=object)
         shapes[untouched] = grid[untouched, 0]
     z, on_plane = _representative_z(solids, lo, hi, idx)
-    return _assemble(name, *_merge_unchanged(lo, hi, z, on_plane, np.asarray(shapes, dtype=object)), solids)
+    lo, hi, z, shapes = _merge_unchanged(lo, hi, z, on_plane, np.asarray(shapes, dtype=object))
+    mixed = ~np.isin(shapely.get_type_id(shapes), [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
+    shapes[mixed] = [_polygonal(g) for g in shapes[mixed]]  # drop lines where shapes only touch
+    keep = ~shapely.is_empty(shapes)
+    ranges = zip(z[keep], lo[keep], hi[keep], shapes[keep], strict=True)
+    return tuple(Slab(float(c), float(a), float(b), g) for c, a, b, g in ranges)
 
 
 def _merge_unchanged(

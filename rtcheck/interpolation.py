@@ -197,6 +197,7 @@ class _Block:
         self.areas = shapely.area(shapes)
         self.perimeters = shapely.length(shapes)
         self.single = shapely.get_type_id(shapes) == shapely.GeometryType.POLYGON
+        self.plain = self.single & (shapely.get_num_interior_rings(shapes) == 0)  # no hole, one part
         x0, y0, x1, y1 = shapely.total_bounds(shapes)
         # GRID_NODES along the sections' longer side, and at least ten across the typical
         # smallest part (a small lesion drawn in one ROI with a large one)
@@ -216,7 +217,12 @@ class _Block:
         bounds = shapely.bounds(shapes).reshape(-1, 4)
         radius = np.sqrt(self.areas / np.pi)
         self.moves = np.maximum(np.abs(np.diff(bounds, axis=0)).max(axis=1, initial=0.0), np.abs(np.diff(radius)))
-        self.radius = float(radius.max())
+        # the bulk step follows the smallest feature: the equivalent radius of the typical
+        # smallest ring, a hole (a valley's peaks) or a part (one of several lesions)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        smallest_ring = np.full(len(shapes), np.inf)
+        np.minimum.at(smallest_ring, plane[ring_part], shapely.area(shapely.polygons(rings)))
+        self.radius = math.sqrt(float(np.median(smallest_ring)) / math.pi)
         self.bulk_step = max(MAX_STEP_MM, BULK_RELATIVE_STEP * self.radius)
         self._inside: dict[int, np.ndarray] = {}
         self._signed: dict[int, tuple[float, np.ndarray]] = {}
@@ -267,11 +273,14 @@ class _Block:
         flat_around = all(moves[j] < SAME_SHAPE_MM for j in (i - 1, i, i + 1) if 0 <= j < len(moves))
         if flat_around:  # a wall along z: the section holds all the way
             return [(0.5 * (z0 + z1), z0, z1, self.shapes[i])]
-        if halves and moves[i] < max_step and self.radius >= HALVES_RADIUS_SPACINGS * h:
-            # each section for its half of the interval
-            mid = 0.5 * (z0 + z1)
-            return [(0.5 * (z0 + mid), z0, mid, self.shapes[i]), (0.5 * (mid + z1), mid, z1, self.shapes[i + 1])]
-        k = int(np.clip(math.ceil(moves[i] / max_step), 1, max(1, math.floor(h / MIN_SUBSLAB_MM))))
+        move = moves[i]
+        if halves and (move < max_step or not self.plain[i : i + 2].all()):
+            move = max(move, self._outline_move(i))
+            if move < max_step and self.radius >= HALVES_RADIUS_SPACINGS * h:
+                # each section for its half of the interval
+                mid = 0.5 * (z0 + z1)
+                return [(0.5 * (z0 + mid), z0, mid, self.shapes[i]), (0.5 * (mid + z1), mid, z1, self.shapes[i + 1])]
+        k = int(np.clip(math.ceil(move / max_step), 1, max(1, math.floor(h / MIN_SUBSLAB_MM))))
         t = (np.arange(k) + 0.5) / k
         sections = self._sections_between(i, t)
         return [
@@ -279,6 +288,13 @@ class _Block:
             for j, shape in enumerate(sections)
             if not shape.is_empty
         ]
+
+    def _outline_move(self, i: int) -> float:
+        """How far the outline moves from plane i to i + 1 (Hausdorff distance of the two
+        outlines): the bounding boxes and areas that set ``moves`` do not see a hole or a
+        small part that grows, shrinks or appears inside the section."""
+        outlines = shapely.boundary(self.shapes[i : i + 2])
+        return float(shapely.hausdorff_distance(outlines[0], outlines[1]))
 
     def _sections_between(self, i: int, t: np.ndarray) -> list[shapely.Geometry]:
         """The interpolated sections at fractions ``t`` of the interval from plane i to i + 1."""
