@@ -1028,6 +1028,10 @@ def expand(solid: Solid, margin: float, name: str | None = None) -> Solid:
     name = name or f"{solid.name} + {margin:g} mm"
     if margin == 0:
         return Solid(name, solid.slabs, issues=solid.issues, plane_spacing_mm=solid.plane_spacing_mm)
+    if isinstance(solid.slabs, _Combined) and solid.slabs.op == "union":
+        # growing distributes over a union: each input grown on its own keeps one part per
+        # plane (a dome cap and an area curve of its own) where the union's planes hold many
+        return union(*(expand(s, margin) for s in solid.slabs.solids), name=name)
     step = _derived_step(solid, margin)
     z = _planes(solid, solid._lo[0] - margin, solid._hi[-1] + margin, step)
     sheets = _sheets(solid, _sheet_step(margin))
