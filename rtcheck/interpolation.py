@@ -248,6 +248,7 @@ class _Block:
         self._inside: dict[int, np.ndarray] = {}
         self._signed: dict[int, tuple[float, np.ndarray]] = {}
         self._inradii: dict[int, float] = {}
+        self._slope_at: dict[int, float] = {}
         self._sections: dict[tuple[int, float], shapely.Geometry] = {}
 
     def slabs(self, bulk: bool) -> list[Slab]:
@@ -401,12 +402,20 @@ class _Block:
         if not self.single[max(i - 1, 0) : i + 3].all():
             return None
         h = self.z[i + 1] - self.z[i]
-        slope = [self._area_slope(j) for j in (i, i + 1)]
+        slope = self._slopes(i)
         a1, a2 = self.areas[i], self.areas[i + 1]
         curve = (2 * t**3 - 3 * t**2 + 1) * a1 + (t**3 - 2 * t**2 + t) * h * slope[0]
         curve += (-2 * t**3 + 3 * t**2) * a2 + (t**3 - t**2) * h * slope[1]
         bulge = h * abs(slope[0] - slope[1]) / 8 if slope[0] * slope[1] < 0 else 0.0
         return np.clip(curve, max(min(a1, a2) - bulge, 0.0), max(a1, a2) + bulge)
+
+    def _slopes(self, i: int) -> tuple[float, float]:
+        """dA/dz at planes i and i + 1 (each interval asks twice: for its sections and for
+        the bound of their offsets)."""
+        for j in (i, i + 1):
+            if j not in self._slope_at:
+                self._slope_at[j] = self._area_slope(j)
+        return self._slope_at[i], self._slope_at[i + 1]
 
     def _area_slope(self, j: int) -> float:
         """dA/dz (mm² per mm) at plane j."""
@@ -518,8 +527,11 @@ class _Block:
             return None
         tau = (self.z[idx] - self.z[i]) * direction  # 0, then negative
         squared = np.array([self.inradius(j) ** 2 for j in idx])
-        if len(idx) == 3:
-            return np.polyfit(tau, squared, 2)
+        if len(idx) == 3:  # the quadratic through three points (Newton's divided differences)
+            first = np.diff(squared) / np.diff(tau)
+            a = (first[1] - first[0]) / (tau[2] - tau[0])
+            b = first[0] - a * (tau[0] + tau[1])
+            return np.array([a, b, squared[0] - a * tau[0] ** 2 - b * tau[0]])
         step = -tau[1]
         slope = (squared[0] - squared[1] - step * step) / step  # with Q'' = -2
         return np.array([-1.0, slope, squared[0]])
