@@ -72,7 +72,6 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Literal, overload
 
 import numpy as np
@@ -81,6 +80,7 @@ import shapely
 from rtcheck.course import Contour, Roi, StructureSet
 from rtcheck.errors import RtcheckError
 from rtcheck.interpolation import InterpolatedSurface, gaps_between_blocks
+from rtcheck.lazy import lazy
 from rtcheck.planes import COPLANAR_TOLERANCE_MM, contour_plane
 
 #: Contours whose mean z differ by less than this lie on the same plane.
@@ -184,41 +184,41 @@ class Solid:
             raise ValueError(f"solid '{self.name}': slabs must have positive thickness and be sorted by z")
 
     # -- arrays over slabs, computed once ------------------------------------------------
-    @cached_property
+    @lazy
     def _lo(self) -> np.ndarray:
         return np.array([s.z_min for s in self.slabs], dtype=np.float64)
 
-    @cached_property
+    @lazy
     def _hi(self) -> np.ndarray:
         return np.array([s.z_max for s in self.slabs], dtype=np.float64)
 
-    @cached_property
+    @lazy
     def _geoms(self) -> np.ndarray:
         out = np.empty(len(self.slabs), dtype=object)
         out[:] = [s.shape for s in self.slabs]
         return out
 
-    @cached_property
+    @lazy
     def _areas(self) -> np.ndarray:
         return shapely.area(self._geoms)
 
-    @cached_property
+    @lazy
     def _boundaries(self) -> np.ndarray:
         return shapely.boundary(self._geoms)
 
-    @cached_property
+    @lazy
     def _xy_bounds(self) -> np.ndarray:
         return shapely.bounds(self._geoms).reshape(-1, 4)
 
-    @cached_property
+    @lazy
     def _extents(self) -> np.ndarray:
         return _extents(self._geoms)
 
-    @cached_property
+    @lazy
     def _z(self) -> np.ndarray:
         return np.array([s.z for s in self.slabs], dtype=np.float64)
 
-    @cached_property
+    @lazy
     def _surface_ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """The z-range each shape stands for in distances: its plane, reaching out to the
         slab's edge on the side of a cap or a gap (see the module docstring)."""
@@ -227,14 +227,14 @@ class Solid:
         closes = np.r_[opens[1:], True]
         return np.where(opens, lo, self._z), np.where(closes, hi, self._z)
 
-    @cached_property
+    @lazy
     def _voids(self) -> tuple[np.ndarray, np.ndarray]:
         """z-intervals where the solid is absent: below it, in its gaps, above it."""
         lo, hi = self._lo, self._hi
         gap = np.flatnonzero(lo[1:] - hi[:-1] > _Z_MERGE_MM)
         return np.r_[-np.inf, hi[gap], hi[-1]], np.r_[lo[0], lo[gap + 1], np.inf]
 
-    @cached_property
+    @lazy
     def bulk(self) -> Solid:
         """The solid for measures of its volume (volume, centroid, DVH, overlaps, components):
         a drawn structure's surface sampled with a step relative to its size
@@ -266,7 +266,7 @@ class Solid:
             return self.slabs[i]
         return None
 
-    @cached_property
+    @lazy
     def typical_spacing_mm(self) -> float:
         """The spacing of the contour planes (for a derived solid, of its inputs'): the step
         of the planes of an expansion or contraction."""
@@ -284,13 +284,13 @@ class Solid:
         return [(float(hi[i]), float(lo[i + 1])) for i in gap]
 
     # -- measures ---------------------------------------------------------------------------
-    @cached_property
+    @lazy
     def volume_cc(self) -> float:
         self._require_volume("volume")
         b = self.bulk
         return float(np.sum(b._areas * (b._hi - b._lo))) / 1000.0
 
-    @cached_property
+    @lazy
     def centroid_mm(self) -> np.ndarray:
         """Centre of mass (x, y, z) in mm; the mean of the points for a POINT ROI."""
         if not self.slabs:
@@ -304,7 +304,7 @@ class Solid:
         keep = w > 0
         return (xyz[keep] * w[keep, None]).sum(axis=0) / w[keep].sum()
 
-    @cached_property
+    @lazy
     def bounds_mm(self) -> np.ndarray:
         """[[x_min, y_min, z_min], [x_max, y_max, z_max]] in mm (z from the slab ranges)."""
         if not self.slabs:
@@ -333,7 +333,7 @@ class Solid:
         """
         return self._components
 
-    @cached_property
+    @lazy
     def _components(self) -> tuple[Solid, ...]:
         self._require_volume("connected components")
         b = self.bulk
@@ -425,11 +425,11 @@ class LazySlabs(Sequence[Slab]):
     @abstractmethod
     def _bulk(self) -> tuple[Slab, ...]: ...
 
-    @cached_property
+    @lazy
     def _slabs(self) -> tuple[Slab, ...]:
         return self._fine()
 
-    @cached_property
+    @lazy
     def bulk(self) -> tuple[Slab, ...]:
         """The same structure sampled for measures of the volume (see :attr:`Solid.bulk`)."""
         return self._bulk()
@@ -470,7 +470,7 @@ class Surface(LazySlabs):
         self.plane_z, self.shapes, self.spacing_mm = plane_z, shapes, spacing_mm
         self.empty_z = empty_z  # planes whose contours cancel out: they end a block
 
-    @cached_property
+    @lazy
     def _interpolated(self) -> InterpolatedSurface:
         z = np.r_[self.plane_z, self.empty_z]
         shapes = np.r_[self.shapes, np.full(len(self.empty_z), shapely.Polygon(), dtype=object)]
@@ -1144,7 +1144,7 @@ class SolidCache:
         self._solids: dict[int, Solid] = {}
         self._derived: dict[str, Solid] = {}
 
-    @cached_property
+    @lazy
     def typical_spacing_mm(self) -> float | None:
         """Median plane spacing over all ROIs: the thickness of single-plane ROIs."""
         diffs = []

@@ -65,11 +65,12 @@ areas, inradii and the clipping of what is traced.
 from __future__ import annotations
 
 import math
-from functools import cached_property
 
 import numpy as np
 import shapely
 from contourpy import FillType, LineType, SerialContourGenerator, ZInterp
+
+from rtcheck.lazy import lazy
 
 #: Largest in-plane move of the outline between two successive sub-slabs (mm).
 MAX_STEP_MM = 0.3
@@ -263,7 +264,7 @@ class _Block:
         out += above
         return _merge_halves(out) if bulk else out
 
-    @cached_property
+    @lazy
     def _caps(self) -> tuple[list[Slab], list[Slab]]:
         """The caps below and above the block (the same for both samplings: a cap is where
         small errors in z matter most, for the volume of a small structure as for a margin)."""

@@ -35,6 +35,7 @@ FLOORS: list[tuple[str, set[str]]] = [
             "settings",
             "wellformed",
             "planes",
+            "lazy",
         },
     ),
     ("files", {"dicomio", "integrity"}),
