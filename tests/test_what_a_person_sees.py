@@ -34,6 +34,8 @@ def test_report_fits_the_terminal_and_keeps_every_detail(
     _, report = checked("sfrt_rx_6gy")
     text = render_text(report, width=width)
     assert max(len(line) for line in text.splitlines()) <= width
+    # no line ends in the space it was wrapped at: a script or a diff reads no padding
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []
     flat = _words(text)
     for rule in report.rules:
         if rule.status != "per_protocol":

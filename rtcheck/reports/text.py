@@ -244,7 +244,14 @@ def report_renderable(report: Report) -> Group:
 
 
 def print_report(report: Report, console: Console) -> None:
-    console.print(report_renderable(report))
+    if console.is_terminal:
+        console.print(report_renderable(report))
+        return
+    # A wrapped line keeps the space it was broken at; in a file or a pipe (a planning
+    # system's script, a diff) those trailing spaces are noise, so they are dropped.
+    with console.capture() as captured:
+        console.print(report_renderable(report))
+    console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def render_text(report: Report, width: int = 120) -> str:
