@@ -79,7 +79,7 @@ import shapely
 
 from rtcheck.course import Contour, Roi, StructureSet
 from rtcheck.errors import RtcheckError
-from rtcheck.interpolation import InterpolatedSurface, gaps_between_blocks
+from rtcheck.interpolation import InterpolatedSurface, gaps_between_blocks, polygonal
 from rtcheck.lazy import lazy
 from rtcheck.planes import COPLANAR_TOLERANCE_MM, contour_plane
 
@@ -565,7 +565,7 @@ def _slabs_from_closed(
     invalid = np.flatnonzero(~shapely.is_valid(polys))
     for i in invalid:
         reason = shapely.is_valid_reason(polys[i])
-        repaired = _polygonal(shapely.make_valid(polys[i], method="linework"))
+        repaired = polygonal(shapely.make_valid(polys[i], method="linework"))
         polys[i] = repaired
         if repaired.is_empty:
             report("warning", f"a degenerate closed contour ({reason}) has no area; left out", z_used[i])
@@ -608,13 +608,6 @@ def _group_planes(z: np.ndarray) -> np.ndarray:
 
 def _median_spacing(planes: np.ndarray) -> float | None:
     return float(np.median(np.diff(planes))) if len(planes) > 1 else None
-
-
-def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
-    """The polygonal part of a geometry (make_valid may add the lines a ring collapsed to)."""
-    parts = shapely.get_parts(shapely.get_parts(geom))
-    polys = parts[shapely.get_type_id(parts) == shapely.GeometryType.POLYGON]
-    return shapely.union_all(polys) if len(polys) else shapely.Polygon()
 
 
 def _combine_even_odd(
@@ -940,6 +933,11 @@ def _representative_z(
     return z, chosen
 
 
+def _issues_of(sources: Iterable[Solid]) -> tuple[GeometryIssue, ...]:
+    """The contour findings of a derived solid's inputs, each once, in order."""
+    return tuple(dict.fromkeys(i for s in sources for i in s.issues))
+
+
 def _plane_spacing(sources: Iterable[Solid]) -> float | None:
     """The finest contour-plane spacing among the inputs of a derived solid."""
     spacings = [s.plane_spacing_mm for s in sources if s.plane_spacing_mm is not None]
@@ -949,8 +947,7 @@ def _plane_spacing(sources: Iterable[Solid]) -> float | None:
 def _combine(solids: list[Solid], op: str, name: str) -> Solid:
     for s in solids:
         s._require_volume(op)
-    issues = tuple(dict.fromkeys(i for s in solids for i in s.issues))
-    return Solid(name, _Combined(solids, op), issues=issues, plane_spacing_mm=_plane_spacing(solids))
+    return Solid(name, _Combined(solids, op), issues=_issues_of(solids), plane_spacing_mm=_plane_spacing(solids))
 
 
 def _combine_slabs(solids: list[Solid], op: str) -> tuple[Slab, ...]:
@@ -979,7 +976,7 @@ def _combine_slabs(solids: list[Solid], op: str) -> tuple[Slab, ...]:
     z, on_plane = _representative_z(solids, lo, hi, idx)
     lo, hi, z, shapes = _merge_unchanged(lo, hi, z, on_plane, np.asarray(shapes, dtype=object))
     mixed = ~np.isin(shapely.get_type_id(shapes), [shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON])
-    shapes[mixed] = [_polygonal(g) for g in shapes[mixed]]  # drop lines where shapes only touch
+    shapes[mixed] = [polygonal(g) for g in shapes[mixed]]  # drop lines where shapes only touch
     keep = ~shapely.is_empty(shapes)
     ranges = zip(z[keep], lo[keep], hi[keep], shapes[keep], strict=True)
     return tuple(Slab(float(c), float(a), float(b), g) for c, a, b, g in ranges)
@@ -1129,11 +1126,10 @@ def _sheets(solid: Solid, step: float) -> np.ndarray:
 
 def _surface_solid(name: str, z: np.ndarray, shapes: np.ndarray, step: float, sources: list[Solid]) -> Solid:
     """A derived solid from its sections on planes ``z``, interpolated like a drawn one."""
-    shapes = np.array([_polygonal(g) if not g.is_empty else g for g in shapes], dtype=object)
+    shapes = np.array([polygonal(g) if not g.is_empty else g for g in shapes], dtype=object)
     empty = shapely.is_empty(shapes)
-    issues = tuple(dict.fromkeys(i for s in sources for i in s.issues))
     slabs: Surface | tuple[()] = Surface(z[~empty], shapes[~empty], step, z[empty]) if (~empty).any() else ()
-    return Solid(name, slabs, issues=issues, plane_spacing_mm=step)
+    return Solid(name, slabs, issues=_issues_of(sources), plane_spacing_mm=step)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -102,14 +102,6 @@ _CURVE_SAMPLES = np.linspace(0.0, 1.0, 17)
 Slab = tuple[float, float, float, shapely.Geometry]  # z, z_min, z_max, shape
 
 
-def interpolated_slabs(
-    plane_z: np.ndarray, shapes: np.ndarray, spacing_mm: float, gap_factor: float = 1.5
-) -> list[Slab]:
-    """The fine slabs of the interpolated surface of ``shapes`` on sorted planes ``plane_z``
-    (see :class:`InterpolatedSurface`)."""
-    return InterpolatedSurface(plane_z, shapes, spacing_mm, gap_factor).fine()
-
-
 class InterpolatedSurface:
     """The surface through sections ``shapes`` on sorted planes ``plane_z``, sampled as slabs.
 
@@ -361,7 +353,7 @@ class _Block:
         for grid in grids:
             shape = self._trace(grid)
             if limit is not None and not shapely.contains(limit, shape):
-                shape = _polygonal(shapely.intersection(shape, limit))
+                shape = polygonal(shapely.intersection(shape, limit))
             out.append(shape)
         return out
 
@@ -509,7 +501,7 @@ class _Block:
         for j, grid in enumerate(grids):
             shape = self._trace(grid)
             if not shapely.contains(section, shape):
-                shape = _polygonal(shapely.intersection(shape, section))
+                shape = polygonal(shapely.intersection(shape, section))
             if shape.is_empty:
                 break
             out.append(_slab_between(z0 + direction * j * height / n, z0 + direction * (j + 1) * height / n, shape))
@@ -566,11 +558,12 @@ def _merge_halves(slabs: list[Slab]) -> list[Slab]:
     return out
 
 
-def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
-    """The polygons of a geometry (an intersection may add the points where shapes touch)."""
-    parts = shapely.get_parts(geom)
+def polygonal(geom: shapely.Geometry) -> shapely.Geometry:
+    """The polygonal part of a geometry: an intersection may add the points or lines where
+    shapes touch, make_valid the lines a ring collapsed to, nested in collections."""
+    parts = shapely.get_parts(shapely.get_parts(geom))
     polys = parts[shapely.get_type_id(parts) == shapely.GeometryType.POLYGON]
-    return shapely.multipolygons(polys) if len(polys) > 1 else polys[0] if len(polys) else shapely.Polygon()
+    return shapely.union_all(polys) if len(polys) else shapely.Polygon()
 
 
 def _slab_between(a: float, b: float, shape: shapely.Geometry) -> Slab:
