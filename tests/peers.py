@@ -68,6 +68,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """Ask a peer we started to end (SIGTERM), and kill it if it has not within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 @contextmanager
 def storescp(port: int, folder: Path, ae_title: str = "STORESCP") -> Iterator[subprocess.Popen[bytes]]:
     """DCMTK storescp on ``port`` (it listens on every interface: send only to 127.0.0.1)."""
@@ -90,12 +100,7 @@ def storescp(port: int, folder: Path, ae_title: str = "STORESCP") -> Iterator[su
             time.sleep(0.05)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc, grace_s=5)
 
 
 def received(folder: Path) -> list[pydicom.Dataset]:
@@ -224,9 +229,4 @@ def orthanc(folder: Path, modalities: dict[str, tuple[str, int]], ae_title: str 
             time.sleep(0.05)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop(proc, grace_s=10)
