@@ -15,6 +15,7 @@ with the reason; the answer is remembered, so a second asker gets the same reaso
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -23,7 +24,7 @@ from pydicom.dataset import Dataset
 
 from .arms import ArmAssignment, detect_arm, target_roi_numbers
 from .assembly import CourseFiles, read_course
-from .course import Component, ComponentPart, Course, DoseFile, Roi, StructureSet
+from .course import Component, ComponentPart, Course, DoseFile, Roi, SourceFile, StructureSet
 from .dose import (
     ComponentDose,
     DoseError,
@@ -57,6 +58,41 @@ class ComponentDoses:
     explanation: str
 
 
+@dataclass(frozen=True, eq=False)
+class CompositeDose:
+    """The course's total dose, physical or EQD2, defined point by point from its fractionations.
+
+    EQD2 is a function of the dose per fraction at a point, so the composite at a dose sample
+    of a structure is computed from each fractionation's dose per fraction at that same sample
+    (:meth:`at`), the samples its own DVHs use. The rules need the composite nowhere else, so
+    it is never made on a whole grid (a 1.7 M-voxel grid took three passes per fractionation
+    and per alpha/beta).
+    """
+
+    #: Each fractionation's dose per fraction, all on one grid geometry, with its number of
+    #: fractions (None without a plan, when the dose is the course's total).
+    parts: tuple[tuple[DoseGrid, int | None], ...]
+    alpha_beta_gy: float | None
+    note: str
+
+    @property
+    def sources(self) -> tuple[SourceFile, ...]:
+        return tuple(s for grid, _ in self.parts for s in grid.sources)
+
+    def at(self, per_fraction_gy: Sequence[np.ndarray]) -> np.ndarray:
+        """The composite (Gy, float32) at samples, from each fractionation's dose per fraction there."""
+        total = np.zeros_like(per_fraction_gy[0])
+        for dose, (_, n) in zip(per_fraction_gy, self.parts, strict=True):
+            if n is None:
+                total += dose  # no plan: the dose is already the total (physical only)
+            elif self.alpha_beta_gy is None:
+                total += dose * np.float32(n)
+            else:
+                ab = np.float32(self.alpha_beta_gy)
+                total += np.float32(n) * dose * (dose + ab) / (np.float32(2.0) + ab)
+        return total
+
+
 @dataclass(frozen=True)
 class _Failed:
     """A measurement that could not be made: the reason is kept and raised again."""
@@ -87,12 +123,13 @@ class Workspace:
     _structures: dict[str, Solid | _Failed | None] = field(default_factory=dict, repr=False)
     _grids: dict[str, DoseGrid | DoseError] = field(default_factory=dict, repr=False)
     _component_doses: dict[str, ComponentDoses | _Failed] = field(default_factory=dict, repr=False)
+    _doses_of_parts: dict[frozenset[tuple[str, int]], ComponentDose] = field(default_factory=dict, repr=False)
     _voxelised_of: dict[int, list[tuple[Solid, VoxelisedStructure]]] = field(default_factory=dict, repr=False)
-    _structure_doses: dict[tuple[int, int], tuple[DoseGrid, Solid, StructureDose]] = field(
+    _structure_doses: dict[tuple[int, int], tuple[DoseGrid | CompositeDose, Solid, StructureDose]] = field(
         default_factory=dict, repr=False
     )
-    _composites: dict[float | None, DoseGrid | _Failed] = field(default_factory=dict, repr=False)
-    _common: tuple[list[tuple[np.ndarray, int | None]], DoseGrid] | _Failed | None = field(default=None, repr=False)
+    _composites: dict[float | None, CompositeDose | _Failed] = field(default_factory=dict, repr=False)
+    _common: tuple[tuple[DoseGrid, int | None], ...] | _Failed | None = field(default=None, repr=False)
     _course_doses: list[tuple[DoseGrid, int | None]] | _Failed | None = field(default=None, repr=False)
 
     @classmethod
@@ -268,7 +305,7 @@ class Workspace:
         if comp is None:
             raise NotEvaluable(f"no fraction group of the course was recognised as component {name!r}")
         try:
-            dose: ComponentDose = component_dose(self.course, comp.parts, _WorkspaceDoses(self))
+            dose = self._dose_of(comp.parts)
         except DoseError as exc:
             raise NotEvaluable(str(exc)) from exc
         ss = self.course.structure_set
@@ -280,6 +317,14 @@ class Workspace:
             )
         explanation = f"{dose.selection.explanation}, divided by {dose.fractions} fractions"
         return ComponentDoses(dose.per_fraction, dose.fractions, explanation)
+
+    def _dose_of(self, parts: list[ComponentPart]) -> ComponentDose:
+        """The dose of a set of fraction groups, made once: a component and the course's
+        fractionation of the same fraction groups share it (and its dose per fraction)."""
+        key = frozenset((part.plan.uid, part.fraction_group.number) for part in parts)
+        if key not in self._doses_of_parts:
+            self._doses_of_parts[key] = component_dose(self.course, parts, _WorkspaceDoses(self))
+        return self._doses_of_parts[key]
 
     def course_doses(self) -> list[tuple[DoseGrid, int | None]]:
         """The course's doses whatever arm or component was recognised: (grid, fractions) pairs.
@@ -312,7 +357,7 @@ class Workspace:
         out: list[tuple[DoseGrid, int | None]] = []
         for fractions, parts in sorted(by_fractions.items(), key=lambda kv: kv[0] or 0):
             try:
-                dose = component_dose(self.course, parts, _WorkspaceDoses(self))
+                dose = self._dose_of(parts)
             except DoseError as exc:
                 raise NotEvaluable(f"the course's {fractions}-fraction dose: {exc}") from exc
             self._same_frame(dose.total, f"the course's {fractions}-fraction dose")
@@ -332,11 +377,11 @@ class Workspace:
         names = ", ".join(sorted({s.path.name for g, _ in parts for s in g.sources}))
         return f"{names} ({' + '.join('? fx' if n is None else f'{n} fx' for _, n in parts)})"
 
-    def composite_dose(self, alpha_beta_gy: float | None) -> DoseGrid:
-        """Physical total (``alpha_beta_gy`` None) or EQD2 total of the course, on one grid.
+    def composite_dose(self, alpha_beta_gy: float | None) -> CompositeDose:
+        """Physical total (``alpha_beta_gy`` None) or EQD2 total of the course.
 
-        Made of :meth:`course_doses`, so it needs no recognised component. The grid is the
-        finest of them, cropped to where every one has a dose (the rule
+        Made of :meth:`course_doses`, so it needs no recognised component. Its geometry is
+        the finest of their grids, cropped to where every one has a dose (the rule
         :func:`rtcheck.dose.sum_doses` follows). EQD2 needs the number of fractions, which
         only a plan gives.
         """
@@ -347,24 +392,18 @@ class Workspace:
                 self._composites[alpha_beta_gy] = _Failed(str(exc))
         return _unwrap(self._composites[alpha_beta_gy])
 
-    def _build_composite(self, alpha_beta_gy: float | None) -> DoseGrid:
-        parts, template = self._common_grid()
-        total = np.zeros_like(template.dose_gy)
-        for dose, n in parts:
-            if alpha_beta_gy is None:
-                total += dose if n is None else dose * np.float32(n)
-            elif n is None:
-                raise NotEvaluable(
-                    "EQD2 needs the dose per fraction, and without a plan the number of fractions is unknown"
-                )
-            else:
-                ab = np.float32(alpha_beta_gy)
-                total += np.float32(n) * dose * (dose + ab) / (np.float32(2.0) + ab)
+    def _build_composite(self, alpha_beta_gy: float | None) -> CompositeDose:
+        parts = self._common_grid()
+        if alpha_beta_gy is not None and any(n is None for _, n in parts):
+            raise NotEvaluable(
+                "EQD2 needs the dose per fraction, and without a plan the number of fractions is unknown"
+            )
         kind = "physical" if alpha_beta_gy is None else f"EQD2 (alpha/beta {alpha_beta_gy:g} Gy)"
-        return replace(template, dose_gy=total, note=f"composite {kind} dose of the course: {template.note}")
+        note = "; ".join(g.note for g, _ in parts)
+        return CompositeDose(parts, alpha_beta_gy, note=f"composite {kind} dose of the course: {note}")
 
-    def _common_grid(self) -> tuple[list[tuple[np.ndarray, int | None]], DoseGrid]:
-        """Every fractionation's dose resampled onto one grid, with its fractions."""
+    def _common_grid(self) -> tuple[tuple[DoseGrid, int | None], ...]:
+        """Every fractionation's dose on one grid geometry, with its fractions."""
         if self._common is None:
             try:
                 self._common = self._build_common_grid()
@@ -372,7 +411,7 @@ class Workspace:
                 self._common = _Failed(str(exc))
         return _unwrap(self._common)
 
-    def _build_common_grid(self) -> tuple[list[tuple[np.ndarray, int | None]], DoseGrid]:
+    def _build_common_grid(self) -> tuple[tuple[DoseGrid, int | None], ...]:
         grids = self.course_doses()
         target = min((g for g, _ in grids), key=lambda g: g.spacing_mm[0] * g.spacing_mm[1])
         axes = []
@@ -386,25 +425,27 @@ class Workspace:
             axes.append(axis[keep])
         x, y, z = axes
         # The fractionations usually share one grid: their doses are then taken as they are.
-        parts = [(g.dose_gy if same_axes(g.axes, (x, y, z)) else resample(g, x, y, z), n) for g, n in grids]
-        sources = tuple(s for g, _ in grids for s in g.sources)
-        note = "; ".join(g.note for g, _ in grids)
-        template = replace(target, dose_gy=parts[0][0], x_mm=x, y_mm=y, z_mm=z, sources=sources, note=note)
-        return parts, template
+        return tuple((g if same_axes(g.axes, (x, y, z)) else _resampled(g, x, y, z), n) for g, n in grids)
 
     # ------------------------------------------------------------------ DVHs
 
-    def structure_dose(self, grid: DoseGrid, solid: Solid) -> StructureDose:
-        """The solid's dose samples under ``grid``.
+    def structure_dose(self, dose: DoseGrid | CompositeDose, solid: Solid) -> StructureDose:
+        """The solid's dose samples under a dose grid or the course's composite.
 
         Each solid is voxelised once per grid geometry: components usually share one grid
         geometry (per fraction and in total too), so one voxelisation serves every dose
-        of the course on it.
+        of the course on it. A composite's samples are made from its fractionations'
+        samples (:class:`CompositeDose`).
         """
-        key = (id(grid), id(solid))
+        key = (id(dose), id(solid))
         if key not in self._structure_doses:
-            # The grid and solid are kept with the answer, so their ids cannot be reused.
-            self._structure_doses[key] = (grid, solid, self.voxelised(grid, solid).dose(grid))
+            if isinstance(dose, CompositeDose):
+                parts = [self.structure_dose(grid, solid) for grid, _ in dose.parts]
+                samples = replace(parts[0], dose_gy=dose.at([p.dose_gy for p in parts]), grid_note=dose.note)
+            else:
+                samples = self.voxelised(dose, solid).dose(dose)
+            # The dose and solid are kept with the answer, so their ids cannot be reused.
+            self._structure_doses[key] = (dose, solid, samples)
         return self._structure_doses[key][2]
 
     def voxelised(self, grid: DoseGrid, solid: Solid) -> VoxelisedStructure:
@@ -430,6 +471,12 @@ class _WorkspaceDoses(DoseReader):
 
     def grid(self, dose: DoseFile) -> DoseGrid:
         return self._workspace.dose_grid(dose)
+
+
+def _resampled(grid: DoseGrid, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> DoseGrid:
+    """``grid``'s dose interpolated (trilinear) onto the voxel centres ``x``, ``y``, ``z``."""
+    note = f"{grid.note}; resampled onto the finest grid"
+    return replace(grid, dose_gy=resample(grid, x, y, z), x_mm=x, y_mm=y, z_mm=z, note=note)
 
 
 def _unwrap(value: _T | _Failed) -> _T:
