@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
+from pydicom.valuerep import IS
 
 from .course import (
     BeamDose,
@@ -40,6 +41,7 @@ from .course import (
 )
 from .durable import file_sha256
 from .errors import InputError
+from .roi_contours import encoded_roi_contours
 from .wellformed import MalformedDataset, check_well_formed, data_set_start, inflate
 
 #: SOP classes rtcheck assembles, by the modality they stand for.
@@ -487,12 +489,21 @@ def contour_points(item: Dataset) -> np.ndarray:
     if value is None:
         return np.empty((0, 3))
     if isinstance(value, bytes | bytearray):
-        text = bytes(value).strip(b" \x00")
-        if not text:
-            return np.empty((0, 3))
-        flat = np.array(text.split(b"\\"), dtype=np.float64)
-    else:  # already converted by pydicom (e.g. a dataset built in memory)
-        flat = np.asarray(value if isinstance(value, list | tuple) else [value], dtype=np.float64)
+        return encoded_contour_points(bytes(value))
+    # already converted by pydicom (e.g. a dataset built in memory)
+    flat = np.asarray(value if isinstance(value, list | tuple) else [value], dtype=np.float64)
+    return _triples(flat)
+
+
+def encoded_contour_points(value: bytes) -> np.ndarray:
+    """ContourData as encoded (decimal strings separated by backslashes) as an (N, 3) array."""
+    text = value.strip(b" \x00")
+    if not text:
+        return np.empty((0, 3))
+    return _triples(np.array(text.split(b"\\"), dtype=np.float64))
+
+
+def _triples(flat: np.ndarray) -> np.ndarray:
     if flat.size % 3:
         raise ValueError(f"ContourData holds {flat.size} values, not a multiple of 3")
     return flat.reshape(-1, 3)
@@ -513,18 +524,7 @@ def structure_set_from_dataset(path: Path, ds: Dataset, sha256: str | None = Non
         number = _int_or_none(item.get("ReferencedROINumber"))
         if number is not None:
             interpreted[number] = str(item.get("RTROIInterpretedType", "") or "").strip() or None
-    contours: dict[int, list[Contour]] = {}
-    for item in ds.get("ROIContourSequence", []):
-        number = _int_or_none(item.get("ReferencedROINumber"))
-        if number is None:
-            continue
-        out = contours.setdefault(number, [])
-        for c in item.get("ContourSequence", []):
-            try:
-                pts = contour_points(c)
-            except ValueError as exc:
-                raise InputError(path, f"ROI {number}: {exc}") from exc
-            out.append(Contour(str(c.get("ContourGeometricType", "") or ""), pts))
+    contours = _roi_contours(path, ds)
     rois = {
         number: Roi(
             number=number,
@@ -546,6 +546,39 @@ def structure_set_from_dataset(path: Path, ds: Dataset, sha256: str | None = Non
         rois=rois,
         label=str(ds.get("StructureSetLabel", "") or ""),
     )
+
+
+def _roi_contours(path: Path, ds: Dataset) -> dict[int, list[Contour]]:
+    """Each ROI's contours, from the ROI Contour Sequence's bytes where pydicom kept them."""
+    try:
+        encoded = encoded_roi_contours(ds)
+    except MalformedDataset as exc:
+        raise InputError(path, f"ROIContourSequence: {exc}") from exc
+    contours: dict[int, list[Contour]] = {}
+    if encoded is not None:
+        for roi in encoded:
+            number = _int_or_none(IS(roi.referenced_roi_number) if roi.referenced_roi_number else None)
+            if number is None:
+                continue
+            out = contours.setdefault(number, [])
+            for c in roi.contours:
+                try:
+                    out.append(Contour(c.geometric_type, encoded_contour_points(c.data)))
+                except ValueError as exc:
+                    raise InputError(path, f"ROI {number}: {exc}") from exc
+        return contours
+    for item in ds.get("ROIContourSequence", []):
+        number = _int_or_none(item.get("ReferencedROINumber"))
+        if number is None:
+            continue
+        out = contours.setdefault(number, [])
+        for c in item.get("ContourSequence", []):
+            try:
+                pts = contour_points(c)
+            except ValueError as exc:
+                raise InputError(path, f"ROI {number}: {exc}") from exc
+            out.append(Contour(str(c.get("ContourGeometricType", "") or ""), pts))
+    return contours
 
 
 def dose_header_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> DoseFile:

@@ -186,6 +186,13 @@ def walk(
     return captured
 
 
+def sequence_end(data: bytes | memoryview, pos: int, implicit_vr: bool, little_endian: bool = True) -> int:
+    """Where an undefined-length sequence whose items start at ``pos`` ends (after its delimiter)."""
+    return _walk_sequence(
+        _BufferReader(data), pos, len(data), implicit_vr, _LITTLE if little_endian else _BIG, 1, defined=False
+    )
+
+
 def _walk_dataset(
     rd: Reader,
     pos: int,

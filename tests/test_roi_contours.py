@@ -1,0 +1,108 @@
+"""Contours read from the ROI Contour Sequence's bytes are the contours pydicom reads.
+
+The structure set is re-encoded the ways planning systems write it (implicit and explicit
+VR, big endian, items and nested sequences of undefined length) and each encoding is read
+twice: through the bytes (:mod:`rtcheck.roi_contours`) and through pydicom's datasets.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from rtcheck.course import StructureSet
+from rtcheck.dicomio import structure_set_from_dataset
+from rtcheck.errors import InputError
+from rtcheck.roi_contours import encoded_roi_contours
+
+REAL = Path(__file__).parent / "fixtures" / "real"
+
+
+def _encode(ds: Dataset, syntax: pydicom.uid.UID) -> bytes:
+    ds.file_meta.TransferSyntaxUID = syntax
+    out = io.BytesIO()
+    pydicom.dcmwrite(
+        out, ds, implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian, force_encoding=True
+    )
+    return out.getvalue()
+
+
+def _both_ways(path: Path, data: bytes) -> tuple[StructureSet, StructureSet]:
+    """The structure set read through the encoded bytes, and through pydicom's datasets."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert encoded_roi_contours(ds) is not None  # the bytes path is taken
+    through_bytes = structure_set_from_dataset(path, ds)
+    parsed = pydicom.dcmread(io.BytesIO(data))
+    _ = parsed.ROIContourSequence  # parsed by pydicom: the dataset path is taken
+    assert encoded_roi_contours(parsed) is None
+    return through_bytes, structure_set_from_dataset(path, parsed)
+
+
+def _assert_same(a: StructureSet, b: StructureSet) -> int:
+    assert a.rois.keys() == b.rois.keys()
+    count = 0
+    for number, roi in a.rois.items():
+        other = b.rois[number].contours
+        assert len(roi.contours) == len(other)
+        for x, y in zip(roi.contours, other, strict=True):
+            assert x.geometric_type == y.geometric_type
+            assert np.array_equal(x.points, y.points)
+            count += 1
+    return count
+
+
+def _undefined_lengths(ds: Dataset) -> None:
+    """Contour Sequences and their items of undefined length, inside ROI Contour items of
+    defined length (what pydicom keeps as bytes)."""
+    for roi in ds.ROIContourSequence:
+        roi["ContourSequence"].is_undefined_length = True
+        for contour in roi.ContourSequence:
+            contour.is_undefined_length_sequence_item = True
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian])
+@pytest.mark.parametrize("undefined", [False, True], ids=["defined", "undefined"])
+def test_every_encoding_gives_the_contours_pydicom_reads(course_dir, syntax, undefined: bool) -> None:
+    path = course_dir("compliant") / "RS.dcm"
+    ds = pydicom.dcmread(path)
+    if undefined:
+        _undefined_lengths(ds)
+    a, b = _both_ways(path, _encode(ds, syntax))
+    assert _assert_same(a, b) == sum(len(r.contours) for r in b.rois.values()) > 100
+
+
+def test_a_sequence_pydicom_parsed_while_reading_is_read_from_its_datasets(course_dir) -> None:
+    path = course_dir("compliant") / "RS.dcm"
+    ds = pydicom.dcmread(path)
+    ds["ROIContourSequence"].is_undefined_length = True
+    reread = pydicom.dcmread(io.BytesIO(_encode(ds, ExplicitVRLittleEndian)))
+    assert encoded_roi_contours(reread) is None
+    expected = structure_set_from_dataset(path, pydicom.dcmread(path))
+    assert _assert_same(structure_set_from_dataset(path, reread), expected) > 100
+
+
+def test_a_raystation_structure_set_reads_the_same_both_ways(tmp_path: Path) -> None:
+    (packed,) = (REAL / "raystation_proton_ramp").glob("RS*.dcm.xz")
+    path = tmp_path / "RS.dcm"
+    path.write_bytes(lzma.decompress(packed.read_bytes()))
+    a, b = _both_ways(path, path.read_bytes())
+    assert _assert_same(a, b) > 0
+
+
+def test_a_broken_item_inside_the_sequence_is_an_input_error(course_dir) -> None:
+    path = course_dir("compliant") / "RS.dcm"
+    data = bytearray(path.read_bytes())
+    ds = pydicom.dcmread(path)
+    raw = ds.get_item("ROIContourSequence")
+    start = raw.value_tell
+    assert data[start : start + 4] == b"\xfe\xff\x00\xe0"  # the first item's tag
+    data[start : start + 4] = b"\x08\x00\x16\x00"
+    with pytest.raises(InputError, match="ROIContourSequence: expected an item"):
+        structure_set_from_dataset(path, pydicom.dcmread(io.BytesIO(bytes(data))))
