@@ -26,6 +26,7 @@ from .dicomio import (
     index_paths,
     plan_from_dataset,
     read_file,
+    roi_contour_items,
     structure_set_from_dataset,
 )
 from .errors import InputError
@@ -363,8 +364,10 @@ def read_course(files: CourseFiles) -> LoadedCourse:
     if files.structure_set is not None:
         path = files.structure_set.path
         read = read_file(path)
-        structure_set = structure_set_from_dataset(path, read.dataset, read.sha256)
-        findings += conformance(path, read.dataset) + structure_sanity(path, read.dataset, structure_set)
+        contours = roi_contour_items(path, read.dataset)  # walked once, for the model and the checks
+        structure_set = structure_set_from_dataset(path, read.dataset, read.sha256, contours)
+        findings += conformance(path, read.dataset, contours)
+        findings += structure_sanity(path, read.dataset, structure_set, contours)
     doses = []
     dose_datasets: dict[str, Dataset] = {}
     for f in files.doses:

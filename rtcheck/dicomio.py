@@ -41,7 +41,7 @@ from .course import (
 )
 from .durable import file_sha256
 from .errors import InputError
-from .roi_contours import encoded_roi_contours
+from .roi_contours import CONTOUR_SEQUENCE, EncodedItem, encoded_roi_contours
 from .wellformed import MalformedDataset, check_well_formed, data_set_start, inflate
 
 #: SOP classes rtcheck assembles, by the modality they stand for.
@@ -76,7 +76,9 @@ _INDEX_TAGS = [
     )
 ]
 
-_CONTOUR_DATA = Tag("ContourData")
+_CONTOUR_DATA = 0x30060050
+_CONTOUR_GEOMETRIC_TYPE = 0x30060042
+_REFERENCED_ROI_NUMBER = 0x30060084
 
 
 @dataclass(frozen=True)
@@ -509,8 +511,14 @@ def _triples(flat: np.ndarray) -> np.ndarray:
     return flat.reshape(-1, 3)
 
 
-def structure_set_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> StructureSet:
-    """Build the course model of an RT Structure Set (contours as numpy arrays)."""
+def structure_set_from_dataset(
+    path: Path, ds: Dataset, sha256: str | None = None, contours: list[EncodedItem] | None = None
+) -> StructureSet:
+    """Build the course model of an RT Structure Set (contours as numpy arrays).
+
+    ``contours`` are the ROI Contour Sequence's items as :func:`roi_contour_items` read
+    them, when the caller has them already; otherwise they are read here.
+    """
     names: dict[int, tuple[str, str | None]] = {}
     for item in ds.get("StructureSetROISequence", []):
         number = _int_or_none(item.get("ROINumber"))
@@ -524,13 +532,13 @@ def structure_set_from_dataset(path: Path, ds: Dataset, sha256: str | None = Non
         number = _int_or_none(item.get("ReferencedROINumber"))
         if number is not None:
             interpreted[number] = str(item.get("RTROIInterpretedType", "") or "").strip() or None
-    contours = _roi_contours(path, ds)
+    by_roi = _roi_contours(path, ds, contours if contours is not None else roi_contour_items(path, ds))
     rois = {
         number: Roi(
             number=number,
             name=name,
             interpreted_type=interpreted.get(number),
-            contours=tuple(contours.get(number, ())),
+            contours=tuple(by_roi.get(number, ())),
             frame_of_reference_uid=for_uid,
         )
         for number, (name, for_uid) in names.items()
@@ -548,22 +556,31 @@ def structure_set_from_dataset(path: Path, ds: Dataset, sha256: str | None = Non
     )
 
 
-def _roi_contours(path: Path, ds: Dataset) -> dict[int, list[Contour]]:
-    """Each ROI's contours, from the ROI Contour Sequence's bytes where pydicom kept them."""
+def roi_contour_items(path: Path, ds: Dataset) -> list[EncodedItem] | None:
+    """The ROI Contour Sequence's items read from its bytes, or None where pydicom holds it
+    parsed (:func:`rtcheck.roi_contours.encoded_roi_contours`); bytes that are not a
+    sequence of items are an :class:`InputError` naming the file."""
     try:
-        encoded = encoded_roi_contours(ds)
+        return encoded_roi_contours(ds)
     except MalformedDataset as exc:
         raise InputError(path, f"ROIContourSequence: {exc}") from exc
+
+
+def _roi_contours(path: Path, ds: Dataset, encoded: list[EncodedItem] | None) -> dict[int, list[Contour]]:
+    """Each ROI's contours, from the encoded items when there are any, else from pydicom's."""
     contours: dict[int, list[Contour]] = {}
     if encoded is not None:
         for roi in encoded:
-            number = _int_or_none(IS(roi.referenced_roi_number) if roi.referenced_roi_number else None)
+            text = roi.text(_REFERENCED_ROI_NUMBER)
+            number = _int_or_none(IS(text) if text else None)
             if number is None:
                 continue
             out = contours.setdefault(number, [])
-            for c in roi.contours:
+            for c in roi.items(CONTOUR_SEQUENCE):
                 try:
-                    out.append(Contour(c.geometric_type, encoded_contour_points(c.data)))
+                    out.append(
+                        Contour(c.text(_CONTOUR_GEOMETRIC_TYPE), encoded_contour_points(c.value(_CONTOUR_DATA) or b""))
+                    )
                 except ValueError as exc:
                     raise InputError(path, f"ROI {number}: {exc}") from exc
         return contours

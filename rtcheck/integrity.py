@@ -17,19 +17,21 @@ need it become not evaluable) and a ``warning`` otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.valuerep import IS
 
 from . import standard_tables
 from .course import Course, StructureSet
 from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane, on_axial_planes
 from .report import IntegrityFinding
+from .roi_contours import CONTOUR_SEQUENCE, ROI_CONTOUR_SEQUENCE, EncodedItem
 
 #: Attributes rtcheck reads: a conformance problem with one of these is an error.
 USED_KEYWORDS = frozenset(
@@ -117,8 +119,13 @@ class _Findings:
         )
 
 
-def conformance(path: Path, ds: Dataset) -> list[IntegrityFinding]:
-    """Type 1/2 presence (and Type 1 non-emptiness) per the standard's module tables."""
+def conformance(path: Path, ds: Dataset, contours: list[EncodedItem] | None = None) -> list[IntegrityFinding]:
+    """Type 1/2 presence (and Type 1 non-emptiness) per the standard's module tables.
+
+    ``contours`` are a structure set's ROI Contour Sequence items read from their bytes
+    (:func:`rtcheck.dicomio.roi_contour_items`): they are checked as they are, rather than
+    through one pydicom dataset per contour.
+    """
     out = _Findings(path)
     iod = _IOD_BY_SOP_CLASS.get(str(ds.get("SOPClassUID", "")))
     if iod is None:
@@ -129,7 +136,7 @@ def conformance(path: Path, ds: Dataset) -> list[IntegrityFinding]:
             a.tag is not None and a.tag in ds for a in levels.get((), ()) if a.type == "1"
         )
         if present:
-            _check_level(ds, levels, (), module["key"], out)
+            _check_level(_DatasetLevel(ds, contours), levels, (), module["key"], out)
     return out.items
 
 
@@ -163,24 +170,61 @@ def _levels(module: str) -> dict[tuple[str, ...], list[_Attribute]]:
     return levels
 
 
+class _DatasetLevel:
+    """A pydicom dataset as :func:`_check_level` reads it; at the top level of a structure
+    set, the ROI Contour Sequence's items may come from its bytes instead."""
+
+    def __init__(self, ds: Dataset, contours: list[EncodedItem] | None = None) -> None:
+        self.ds, self.contours = ds, contours
+
+    def element(self, attr: _Attribute) -> tuple[bool, bool, list[_DatasetLevel | EncodedItem]]:
+        """Whether the attribute is present, whether it is empty, and its items if a sequence."""
+        # get_item returns the raw element: converting values (e.g. every ContourData
+        # coordinate into a DS object) only to see whether they are empty costs seconds.
+        raw = self.ds.get_item(attr.tag) if attr.tag is not None else None
+        if raw is None or attr.tag is None:
+            return False, True, []
+        if attr.is_sequence:
+            items: list[_DatasetLevel | EncodedItem]
+            if attr.tag == ROI_CONTOUR_SEQUENCE and self.contours is not None:
+                items = list(self.contours)
+            else:
+                items = [_DatasetLevel(item) for item in self.ds[attr.tag].value or []]
+            return True, not items, items
+        return True, _is_empty(getattr(raw, "value", None), attr), []
+
+
+def _encoded_element(item: EncodedItem, attr: _Attribute) -> tuple[bool, bool, list[_DatasetLevel | EncodedItem]]:
+    """:meth:`_DatasetLevel.element` of an item read from its bytes."""
+    if attr.tag is None or attr.tag not in item:
+        return False, True, []
+    if attr.is_sequence:
+        items: list[_DatasetLevel | EncodedItem] = list(item.items(attr.tag))
+        return True, not items, items
+    return True, _is_empty(item.value(attr.tag), attr), []
+
+
 def _check_level(
-    ds: Dataset, levels: dict[tuple[str, ...], list[_Attribute]], path: tuple[str, ...], module: str, out: _Findings
+    level: _DatasetLevel | EncodedItem,
+    levels: dict[tuple[str, ...], list[_Attribute]],
+    path: tuple[str, ...],
+    module: str,
+    out: _Findings,
 ) -> None:
     where = " > ".join(path)
     for attr in levels.get(path, ()):
-        # get_item returns the raw element: converting values (e.g. every ContourData
-        # coordinate into a DS object) only to see whether they are empty costs seconds.
-        raw = ds.get_item(attr.tag) if attr.tag is not None else None
-        if raw is None:
+        present, empty, items = (
+            level.element(attr) if isinstance(level, _DatasetLevel) else _encoded_element(level, attr)
+        )
+        if not present:
             if attr.type in ("1", "2"):
                 inside = f" in {where}" if where else ""
                 out.add(attr.keyword, f"Type {attr.type} attribute {attr.keyword} is missing{inside} (module {module})")
             continue
-        if attr.type == "1" and _is_empty(ds, attr, raw):
+        if attr.type == "1" and empty:
             out.add(attr.keyword, f"Type 1 attribute {attr.keyword} is empty (module {module})")
-        if attr.is_sequence and attr.tag is not None:
-            for item in ds[attr.tag].value or []:
-                _check_level(item, levels, (*path, attr.keyword), module, out)
+        for item in items:
+            _check_level(item, levels, (*path, attr.keyword), module, out)
 
 
 _TEXT_VRS = frozenset(
@@ -188,10 +232,7 @@ _TEXT_VRS = frozenset(
 )
 
 
-def _is_empty(ds: Dataset, attr: _Attribute, raw: Any) -> bool:
-    if attr.is_sequence and attr.tag is not None:
-        return not ds[attr.tag].value
-    value = getattr(raw, "value", None)
+def _is_empty(value: object, attr: _Attribute) -> bool:
     if isinstance(value, bytes):
         # Text values are padded with spaces (UIDs with NUL); binary ones only empty if zero-length.
         return not value.strip(b" \x00") if attr.is_text else not value
@@ -220,7 +261,11 @@ def plan_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     return out.items
 
 
-def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[IntegrityFinding]:
+def structure_sanity(
+    path: Path, ds: Dataset, ss: StructureSet, contours: list[EncodedItem] | None = None
+) -> list[IntegrityFinding]:
+    """Contour geometry, declared point counts and ROI references of a structure set
+    (``contours``: its ROI Contour Sequence items read from their bytes, if at hand)."""
     out = _Findings(path)
     tilted: dict[str, ContourPlane] = {}
     for roi in ss.rois.values():
@@ -244,20 +289,12 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
                 )
             elif plane is not None and not plane.is_axial and gt in ("CLOSED_PLANAR", "CLOSEDPLANAR_XOR"):
                 tilted.setdefault(roi.name, plane)
-    for item in ds.get("ROIContourSequence", []):
-        for c in item.get("ContourSequence", []):
-            declared = _declared_points(c)
-            raw = c.get_item("ContourData")
-            if declared is None or raw is None:
-                continue
-            value = raw.value
-            count = value.count(b"\\") + 1 if isinstance(value, bytes) else len(c.ContourData)
-            if count != 3 * int(declared):
-                out.add(
-                    "NumberOfContourPoints",
-                    f"ROI {item.get('ReferencedROINumber')}: NumberOfContourPoints {c.get('NumberOfContourPoints')}"
-                    f" but ContourData holds {count} values",
-                )
+    for roi_number, declared, count in _point_counts(ds, contours):
+        if count != 3 * declared:
+            out.add(
+                "NumberOfContourPoints",
+                f"ROI {roi_number}: NumberOfContourPoints {declared} but ContourData holds {count} values",
+            )
     if tilted:
         first = next(iter(tilted.values()))
         names = ", ".join(tilted)
@@ -273,28 +310,78 @@ def structure_sanity(path: Path, ds: Dataset, ss: StructureSet) -> list[Integrit
         ref = item.get("ReferencedROINumber")
         if ref is not None and int(ref) not in known:
             out.add("ReferencedROINumber", f"RT ROI observation references unknown ROI number {ref}")
-    for item in ds.get("ROIContourSequence", []):
-        ref = item.get("ReferencedROINumber")
-        if ref is not None and int(ref) not in known:
+    for ref in _contour_roi_numbers(ds, contours):
+        if ref not in known:
             out.add("ReferencedROINumber", f"ROI contour references unknown ROI number {ref}")
     return out.items
 
 
-def _declared_points(contour: Dataset) -> Any:
-    """NumberOfContourPoints of a contour item, or None.
+def _point_counts(ds: Dataset, contours: list[EncodedItem] | None) -> Iterator[tuple[object, int, int]]:
+    """(ROI number, declared NumberOfContourPoints, values in ContourData) of each contour
+    that has both."""
+    if contours is not None:
+        for roi in contours:
+            for c in roi.items(CONTOUR_SEQUENCE):
+                declared, data = _declared_points(c.value(_NUMBER_OF_CONTOUR_POINTS)), c.value(_CONTOUR_DATA)
+                if declared is not None and data is not None:
+                    yield roi.text(_REFERENCED_ROI_NUMBER), declared, _value_count(data)
+        return
+    for item in ds.get("ROIContourSequence", []):
+        for c in item.get("ContourSequence", []):
+            raw = c.get_item(_NUMBER_OF_CONTOUR_POINTS)
+            declared = _declared_points(raw.value if raw is not None else None)
+            if declared is None:
+                declared = _int_or_none(c.get("NumberOfContourPoints"))
+            data = c.get_item(_CONTOUR_DATA)
+            if declared is None or data is None:
+                continue
+            value = data.value
+            count = _value_count(value) if isinstance(value, bytes) or value is None else len(c.ContourData)
+            yield item.get("ReferencedROINumber"), declared, count
 
-    The usual value, a few digits as read from the file, is parsed directly: pydicom's
-    conversion of thousands of IS values costs more than the rest of the contour checks
-    together. Anything else, including what pydicom would warn about, is left to pydicom.
+
+def _value_count(encoded: bytes | None) -> int:
+    """How many values a multi-valued string element holds, as encoded (none when empty)."""
+    return encoded.count(b"\\") + 1 if encoded and encoded.strip(b" \x00") else 0
+
+
+def _contour_roi_numbers(ds: Dataset, contours: list[EncodedItem] | None) -> Iterator[int]:
+    """The ReferencedROINumber of each ROI Contour Sequence item that has one."""
+    if contours is not None:
+        texts: Iterable[object] = (roi.text(_REFERENCED_ROI_NUMBER) for roi in contours)
+    else:
+        texts = (item.get("ReferencedROINumber") for item in ds.get("ROIContourSequence", []))
+    for text in texts:
+        number = _int_or_none(IS(text) if isinstance(text, str) and text else text)
+        if number is not None:
+            yield number
+
+
+def _declared_points(value: object) -> int | None:
+    """NumberOfContourPoints as encoded, when it is the usual few digits.
+
+    These are parsed directly: pydicom's conversion of thousands of IS values costs more
+    than the rest of the contour checks together. Anything else is left to pydicom (the
+    dataset path) or to :class:`~pydicom.valuerep.IS` (the bytes path).
     """
-    raw = contour.get_item(_NUMBER_OF_CONTOUR_POINTS)
-    value = raw.value if raw is not None else None
-    if isinstance(value, bytes) and len(digits := value.strip(b" \x00")) <= 9 and digits.isdigit():
-        return int(digits)
-    return contour.get("NumberOfContourPoints")
+    if isinstance(value, bytes):
+        digits = value.strip(b" \x00")
+        if len(digits) <= 9 and digits.isdigit():
+            return int(digits)
+        return _int_or_none(IS(digits.decode("ascii", "replace"))) if digits else None
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
 
 
 _NUMBER_OF_CONTOUR_POINTS = 0x30060046
+_CONTOUR_DATA = 0x30060050
+_REFERENCED_ROI_NUMBER = 0x30060084
 
 
 def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:

@@ -1,13 +1,14 @@
-"""The contours of an RT Structure Set read straight from the encoded ROI Contour Sequence.
+"""The items of an RT Structure Set's ROI Contour Sequence, read straight from their bytes.
 
 A structure set holds one sequence item per contour, hundreds to tens of thousands of them.
 pydicom turns each item into a :class:`~pydicom.dataset.Dataset` (about 40 µs apiece, more
-than parsing the contour's points), although the course model needs three values of it:
-the contour's geometric type, its points, and the ROI it belongs to. When pydicom has kept
-the sequence as bytes (a sequence of defined length, read lazily), this module walks those
-bytes once and hands back exactly those values. A sequence pydicom has already parsed (one
-of undefined length is parsed while the file is read) is left to the dataset path of
-:mod:`rtcheck.dicomio`.
+than parsing the contour's points), although reading the course needs only a few values
+of each: the ROI a contour belongs to, its geometric type, its points, and for the
+integrity checks which attributes are present and how many points it declares. When
+pydicom has kept the sequence as bytes (a sequence of defined length, read lazily), this
+module walks those bytes once into :class:`EncodedItem` views that the course model and
+the integrity checks share. A sequence pydicom has already parsed (one of undefined length
+is parsed while the file is read) is left to pydicom's datasets.
 
 The bytes are those of a file already found well formed (:mod:`rtcheck.wellformed`), so the
 walk checks lengths only as far as it needs to stay inside the value.
@@ -16,7 +17,6 @@ walk checks lengths only as far as it needs to stay inside the value.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -24,34 +24,19 @@ from pydicom.dataset import Dataset
 from .wellformed import MalformedDataset, sequence_end
 
 ROI_CONTOUR_SEQUENCE = 0x30060039
-_REFERENCED_ROI_NUMBER = 0x30060084
-_CONTOUR_SEQUENCE = 0x30060040
-_CONTOUR_GEOMETRIC_TYPE = 0x30060042
-_CONTOUR_DATA = 0x30060050
+CONTOUR_SEQUENCE = 0x30060040
 
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
-
-@dataclass(frozen=True)
-class RawContour:
-    """One item of a Contour Sequence: its ContourGeometricType and ContourData as encoded."""
-
-    geometric_type: str
-    data: bytes
+#: Where an element's value lies in the walked bytes: (start, end, undefined length).
+_Span = tuple[int, int, bool]
 
 
-@dataclass(frozen=True)
-class RawRoiContour:
-    """One item of the ROI Contour Sequence: the ReferencedROINumber as encoded, and its contours."""
-
-    referenced_roi_number: str
-    contours: list[RawContour]
-
-
-def encoded_roi_contours(ds: Dataset) -> list[RawRoiContour] | None:
-    """The ROI Contour Sequence's items from its encoded bytes; None when pydicom holds it parsed.
+def encoded_roi_contours(ds: Dataset) -> list[EncodedItem] | None:
+    """The ROI Contour Sequence's items from its encoded bytes; None when pydicom holds it
+    parsed (or it is absent).
 
     Raises :class:`~rtcheck.wellformed.MalformedDataset` when the bytes are not a sequence
     of items.
@@ -64,31 +49,50 @@ def encoded_roi_contours(ds: Dataset) -> list[RawRoiContour] | None:
         return None
     walk = _Walk(raw.value, bool(implicit), little)
     try:
-        return _read(walk, len(raw.value))
+        rois = walk.items((0, len(raw.value), False))
+        for roi in rois:
+            roi.items(CONTOUR_SEQUENCE)  # walked now, so that whatever is unusual shows here
     except _Unusual:
         return None
+    return rois
 
 
-def _read(walk: _Walk, length: int) -> list[RawRoiContour]:
-    return [
-        RawRoiContour(
-            walk.text(elements.get(_REFERENCED_ROI_NUMBER)),
-            [
-                RawContour(walk.text(contour.get(_CONTOUR_GEOMETRIC_TYPE)), walk.value(contour.get(_CONTOUR_DATA)))
-                for contour in walk.items(elements.get(_CONTOUR_SEQUENCE))
-            ],
-        )
-        for elements in walk.items((0, length, False))
-    ]
+class EncodedItem:
+    """One sequence item as the encoded values of its elements (the first of each tag).
+
+    It answers what the course model and the integrity checks ask of a contour item:
+    whether an element is present, its value as encoded, the items of a nested sequence.
+    """
+
+    def __init__(self, walk: _Walk, elements: dict[int, _Span]) -> None:
+        self._walk, self._elements = walk, elements
+        self._nested: dict[int, list[EncodedItem]] = {}
+
+    def __contains__(self, tag: int) -> bool:
+        return tag in self._elements
+
+    def value(self, tag: int) -> bytes | None:
+        """The element's value as encoded (an undefined-length sequence's items included);
+        None when the element is absent."""
+        span = self._elements.get(tag)
+        return None if span is None else self._walk.data[span[0] : span[1]]
+
+    def text(self, tag: int) -> str:
+        """A string value without its padding ("" when absent)."""
+        value = self.value(tag)
+        return "" if value is None else value.decode("ascii", "replace").strip(" \x00")
+
+    def items(self, tag: int) -> list[EncodedItem]:
+        """The items of a nested sequence ([] when it is absent or empty)."""
+        if tag not in self._nested:
+            span = self._elements.get(tag)
+            self._nested[tag] = [] if span is None else self._walk.items(span)
+        return self._nested[tag]
 
 
 class _Unusual(Exception):
-    """An encoding this walk leaves to pydicom (a value of VR UN, whose content pydicom
-    decodes by the data dictionary)."""
-
-
-#: Where an element's value lies in the walked bytes: (start, end, undefined length).
-_Span = tuple[int, int, bool]
+    """An encoding this walk leaves to pydicom: a value of VR UN, whose content pydicom
+    decodes by the data dictionary."""
 
 
 class _Walk:
@@ -100,16 +104,8 @@ class _Walk:
         self.u32 = struct.Struct("<I" if little else ">I")
         self.u16 = struct.Struct("<H" if little else ">H")
 
-    def value(self, span: _Span | None) -> bytes:
-        return b"" if span is None else self.data[span[0] : span[1]]
-
-    def text(self, span: _Span | None) -> str:
-        return self.value(span).decode("ascii", "replace").strip(" \x00")
-
-    def items(self, span: _Span | None) -> list[dict[int, _Span]]:
-        """The elements of each item of the sequence whose value is ``span``."""
-        if span is None:
-            return []
+    def items(self, span: _Span) -> list[EncodedItem]:
+        """The items of the sequence whose value is ``span``."""
         pos, end, undefined = span
         out = []
         while pos < end:
@@ -122,11 +118,11 @@ class _Walk:
             if tag != _ITEM:
                 raise MalformedDataset(f"expected an item in the ROI Contour Sequence at offset {pos - 8}")
             elements, pos = self._item(pos, end if length == _UNDEFINED else pos + length, length == _UNDEFINED)
-            out.append(elements)
+            out.append(EncodedItem(self, elements))
         return out
 
     def _item(self, pos: int, end: int, undefined: bool) -> tuple[dict[int, _Span], int]:
-        """The elements of one item (first occurrence of each tag) and where the item ends."""
+        """The elements of one item and where the item ends."""
         elements: dict[int, _Span] = {}
         while pos < end:
             group, element = self.tag.unpack_from(self.data, pos)
@@ -135,7 +131,7 @@ class _Walk:
                 return elements, pos + 8
             if self.implicit:
                 (length,) = self.u32.unpack_from(self.data, pos + 4)
-                vr, pos = None, pos + 8
+                pos += 8
             else:
                 vr = self.data[pos + 4 : pos + 6]
                 if vr == b"UN":

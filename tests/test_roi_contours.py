@@ -1,8 +1,10 @@
-"""Contours read from the ROI Contour Sequence's bytes are the contours pydicom reads.
+"""Contours read from the ROI Contour Sequence's bytes are the contours pydicom reads, and
+are checked the same way.
 
 The structure set is re-encoded the ways planning systems write it (implicit and explicit
 VR, big endian, items and nested sequences of undefined length) and each encoding is read
-twice: through the bytes (:mod:`rtcheck.roi_contours`) and through pydicom's datasets.
+twice: through the bytes (:mod:`rtcheck.roi_contours`) and through pydicom's datasets. The
+course model and the integrity findings must agree.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from rtcheck.course import StructureSet
-from rtcheck.dicomio import structure_set_from_dataset
+from rtcheck.dicomio import roi_contour_items, structure_set_from_dataset
 from rtcheck.errors import InputError
+from rtcheck.integrity import conformance, structure_sanity
 from rtcheck.roi_contours import encoded_roi_contours
 
 REAL = Path(__file__).parent / "fixtures" / "real"
@@ -34,15 +37,26 @@ def _encode(ds: Dataset, syntax: pydicom.uid.UID) -> bytes:
     return out.getvalue()
 
 
+def _read(path: Path, ds: Dataset) -> tuple[StructureSet, list[str]]:
+    """The structure set and its integrity findings, as the course reader makes them."""
+    contours = roi_contour_items(path, ds)
+    ss = structure_set_from_dataset(path, ds, None, contours)
+    findings = conformance(path, ds, contours) + structure_sanity(path, ds, ss, contours)
+    return ss, [f"{f.severity} {f.keyword}: {f.message}" for f in findings]
+
+
 def _both_ways(path: Path, data: bytes) -> tuple[StructureSet, StructureSet]:
-    """The structure set read through the encoded bytes, and through pydicom's datasets."""
+    """The structure set read through the encoded bytes, and through pydicom's datasets;
+    their integrity findings are required to be the same."""
     ds = pydicom.dcmread(io.BytesIO(data))
     assert encoded_roi_contours(ds) is not None  # the bytes path is taken
-    through_bytes = structure_set_from_dataset(path, ds)
+    through_bytes, bytes_findings = _read(path, ds)
     parsed = pydicom.dcmread(io.BytesIO(data))
     _ = parsed.ROIContourSequence  # parsed by pydicom: the dataset path is taken
     assert encoded_roi_contours(parsed) is None
-    return through_bytes, structure_set_from_dataset(path, parsed)
+    through_datasets, dataset_findings = _read(path, parsed)
+    assert bytes_findings == dataset_findings
+    return through_bytes, through_datasets
 
 
 def _assert_same(a: StructureSet, b: StructureSet) -> int:
@@ -76,6 +90,30 @@ def test_every_encoding_gives_the_contours_pydicom_reads(course_dir, syntax, und
         _undefined_lengths(ds)
     a, b = _both_ways(path, _encode(ds, syntax))
     assert _assert_same(a, b) == sum(len(r.contours) for r in b.rois.values()) > 100
+
+
+def test_faulty_contour_items_give_the_same_findings_both_ways(course_dir, tmp_path: Path) -> None:
+    path = course_dir("compliant") / "RS.dcm"
+    ds = pydicom.dcmread(path)
+    first, second, third = (roi.ContourSequence for roi in ds.ROIContourSequence[:3])
+    first[0].NumberOfContourPoints = int(first[0].NumberOfContourPoints) + 1  # a count that lies
+    del second[0].ContourGeometricType  # Type 1 missing
+    third[0].ContourData = []  # Type 1 empty (and no points)
+    ds.ROIContourSequence[3].ReferencedROINumber = 999  # references no ROI
+    out = tmp_path / "RS.dcm"
+    ds.save_as(out)
+    data = out.read_bytes()
+    through_bytes, _ = _both_ways(out, data)
+    _, findings = _read(out, pydicom.dcmread(io.BytesIO(data)))
+    wanted = (
+        "NumberOfContourPoints",
+        "ContourGeometricType is missing in ROIContourSequence > ContourSequence",
+        "ContourData is empty",
+        "unknown ROI number 999",
+    )
+    for text in wanted:
+        assert any(text in f for f in findings), (text, findings)
+    assert 999 not in through_bytes.rois
 
 
 def test_a_sequence_pydicom_parsed_while_reading_is_read_from_its_datasets(course_dir) -> None:
