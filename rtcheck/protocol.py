@@ -30,7 +30,12 @@ from .units import Unit
 
 
 class _Strict(BaseModel):
-    """Unknown keys are mistakes (a misspelt ``per_protcol`` must not be silently ignored)."""
+    """Unknown keys are mistakes (a misspelt ``per_protcol`` must not be silently ignored).
+
+    Empty lists and mappings are plain defaults (``= []``), which pydantic copies for every
+    instance: a ``default_factory=list`` costs more where it counts, at every start of the
+    program, because pydantic inspects each factory's signature when it builds the models.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,7 +76,7 @@ class ProtocolInfo(_Strict):
     name: str
     version: str
     description: str = ""
-    references: list[str] = Field(default_factory=list)
+    references: list[str] = []
 
 
 def _compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -90,19 +95,19 @@ class Role(_Strict):
 
     description: str = ""
     patterns: list[str] = Field(min_length=1)
-    exclude: list[str] = Field(default_factory=list)
+    exclude: list[str] = []
     #: A centre's own names for this role (from an aliases file); matched like ``patterns``.
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = []
     #: When given, a ROI whose RTROIInterpretedType is set must have one of these types;
     #: an empty type (allowed by DICOM, common in real exports) never disqualifies.
-    interpreted_types: list[str] = Field(default_factory=list)
+    interpreted_types: list[str] = []
     #: A ROI of one of these RTROIInterpretedTypes plays the role whatever its name (a
     #: target typed CTV but named "Tumor Bed"), unless ``exclude`` or ``unless_roles`` says no.
-    by_interpreted_type: list[str] = Field(default_factory=list)
+    by_interpreted_type: list[str] = []
     #: Roles a ROI found only by its type must not possibly be: if its name contains any of
     #: those roles' patterns, it is left out (fail closed: a bone metastasis typed GTV is no
     #: silent target).
-    unless_roles: list[str] = Field(default_factory=list)
+    unless_roles: list[str] = []
 
     @field_validator("patterns", "exclude", "aliases")
     @classmethod
@@ -162,8 +167,8 @@ class ComponentSpec(_Strict):
 
     description: str = ""
     fractions: Limits | None = None
-    labels: list[str] = Field(default_factory=list)
-    target_roles: list[str] = Field(default_factory=list)
+    labels: list[str] = []
+    target_roles: list[str] = []
 
     def label_matches(self, *texts: str) -> bool:
         compiled = [_compile_pattern(p) for p in self.labels]
@@ -191,7 +196,7 @@ class DerivedSpec(_Strict):
 class ArmSpec(_Strict):
     description: str = ""
     components: list[str] = Field(min_length=1)
-    optional_components: list[str] = Field(default_factory=list)
+    optional_components: list[str] = []
 
 
 class ReportSpec(_Strict):
@@ -207,15 +212,15 @@ class ReportSpec(_Strict):
     #: The high-dose spheres: outlined on the slices, the profile runs through their centres.
     peaks: str | None = None
     #: The valley: the first of these (roles or derived structures) that the course has.
-    valley: list[str] = Field(default_factory=list)
+    valley: list[str] = []
     #: Roles drawn as organs at risk on every DVH.
-    organs_at_risk: list[str] = Field(default_factory=list)
+    organs_at_risk: list[str] = []
     #: The role whose component gets the low-dose targets figure.
     low_dose_targets: str | None = None
     #: Roles that must receive no low-dose dose, shown beside the low-dose targets.
-    no_low_dose: list[str] = Field(default_factory=list)
+    no_low_dose: list[str] = []
     #: Rule ids (glob patterns allowed) whose values an audit plots by centre.
-    headline_rules: list[str] = Field(default_factory=list)
+    headline_rules: list[str] = []
 
     def roles(self) -> list[tuple[str, str]]:
         """(where, role) of every entry that must name a role of the protocol."""
@@ -234,12 +239,12 @@ class RuleSpec(_Strict):
     id: str
     check: str
     description: str
-    arms: list[str] = Field(default_factory=list)
+    arms: list[str] = []
     unit: Unit
     per_protocol: Limits | None = None
     acceptable_variation: Limits | None = None
     source: str = Field(min_length=3)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = {}
 
     @field_validator("id")
     @classmethod
@@ -273,18 +278,18 @@ class Protocol(_Strict):
     protocol: ProtocolInfo
     roles: dict[str, Role]
     components: dict[str, ComponentSpec]
-    derived: dict[str, DerivedSpec] = Field(default_factory=dict)
+    derived: dict[str, DerivedSpec] = {}
     arms: dict[str, ArmSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(min_length=1)
     report: ReportSpec = Field(default_factory=ReportSpec)
     #: The literature the rules cite, each listed once: key -> full reference. A rule's
     #: ``source`` names keys in [brackets]; every bracketed key must be listed here.
-    references: dict[str, str] = Field(default_factory=dict)
+    references: dict[str, str] = {}
     #: SHA-256 of the YAML text, so every report says exactly which protocol judged it.
     sha256: str = ""
     path: str = ""
     #: Aliases files merged into the roles, each as "path (sha256 ...)".
-    alias_files: list[str] = Field(default_factory=list)
+    alias_files: list[str] = []
 
     @model_validator(mode="after")
     def _cross_references(self) -> Protocol:

@@ -2,6 +2,10 @@
 
 The JSON form of :class:`Report` is a public interface (planning-system scripts parse it),
 so it carries a schema version and changes only by adding fields.
+
+Empty lists and mappings are plain defaults (``= []``), which pydantic copies for every
+instance: a ``default_factory=list`` costs more where it counts, at every start of the
+program, because pydantic inspects each factory's signature when it builds the models.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 SCHEMA_VERSION = "1.0"
 
@@ -65,7 +69,7 @@ class ItemResult(BaseModel):
     name: str
     value: float | None
     status: Status
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: dict[str, Any] = {}
 
 
 class RuleResult(BaseModel):
@@ -103,10 +107,10 @@ class RuleResult(BaseModel):
     per_protocol: LimitsOut | None = None
     acceptable_variation: LimitsOut | None = None
     message: str
-    structures: list[str] = Field(default_factory=list)
-    files: list[str] = Field(default_factory=list)
-    items: list[ItemResult] = Field(default_factory=list)
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    structures: list[str] = []
+    files: list[str] = []
+    items: list[ItemResult] = []
+    evidence: dict[str, Any] = {}
     source: str = ""
 
 
@@ -124,9 +128,9 @@ class ProtocolRef(BaseModel):
     sha256: str
     path: str
     #: A centre's aliases files that added structure names to the roles.
-    alias_files: list[str] = Field(default_factory=list)
+    alias_files: list[str] = []
     #: The literature the rules' sources cite by [key]: key -> full reference.
-    references: dict[str, str] = Field(default_factory=dict)
+    references: dict[str, str] = {}
 
 
 class ArmResult(BaseModel):
@@ -134,9 +138,9 @@ class ArmResult(BaseModel):
 
     arm: str | None
     overridden: bool = False
-    evidence: list[str] = Field(default_factory=list)
+    evidence: list[str] = []
     #: component name -> "plan label / fraction group n (k fx)" entries assigned to it
-    components: dict[str, list[str]] = Field(default_factory=dict)
+    components: dict[str, list[str]] = {}
 
 
 class IntegrityFinding(BaseModel):
@@ -191,17 +195,17 @@ class Report(BaseModel):
     patient_id: str
     patient_name: str = ""
     course_key: str
-    plans: list[PlanSummary] = Field(default_factory=list)
-    files: list[InputFile] = Field(default_factory=list)
+    plans: list[PlanSummary] = []
+    files: list[InputFile] = []
     arm: ArmResult
     verdict: Status
     counts: dict[str, int]
     rules: list[RuleResult]
-    integrity: list[IntegrityFinding] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
+    integrity: list[IntegrityFinding] = []
+    notes: list[str] = []
     #: Drawn ROI name -> the protocol roles it plays, with how it was recognised when not by
     #: its name (an alias, its RTROIInterpretedType), so a reviewer sees every mapping.
-    structure_roles: dict[str, list[str]] = Field(default_factory=dict)
+    structure_roles: dict[str, list[str]] = {}
 
     def rule(self, rule_id: str) -> RuleResult | None:
         """The result of rule ``rule_id``, or None if the rule did not apply."""

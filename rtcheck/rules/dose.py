@@ -59,7 +59,7 @@ class MetricParams(_Params):
     #: The component whose dose per fraction is evaluated.
     component: str
     #: Each ROI of these roles is evaluated as an item...
-    roles: list[str] = Field(default_factory=list)
+    roles: list[str] = []
     #: ...or one structure (a role taken as a whole, or a derived structure)...
     structure: str | None = None
     #: ...and, if that is absent, this one (e.g. the derived valley when none was drawn).

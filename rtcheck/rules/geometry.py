@@ -240,7 +240,7 @@ def target_exclusion(ctx: CheckContext, spec: RuleSpec, params: ExclusionParams)
 
 class IntegrityParams(_Params):
     #: Roles whose ROIs are checked; empty: every ROI of the structure set.
-    roles: list[str] = Field(default_factory=list)
+    roles: list[str] = []
 
 
 @check("geometry.integrity", Quantity.COUNT, IntegrityParams)
