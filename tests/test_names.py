@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from rtcheck.api import load_protocol
 from rtcheck.assembly import CourseFiles
 from rtcheck.course import Contour, Roi, SourceFile, StructureSet
 from rtcheck.errors import ProtocolError
-from rtcheck.names import canonical
+from rtcheck.names import canonical, glob_matches
 from rtcheck.report import Report
 from rtcheck.roles import match_roles
 
@@ -36,6 +38,17 @@ from rtcheck.roles import match_roles
 )
 def test_canonical_form(name: str, expected: str) -> None:
     assert canonical(name) == expected
+
+
+def test_glob_matching_is_fnmatch_on_the_name_as_written_and_in_canonical_form() -> None:
+    """Patterns shaped name, name*, *name, *name* are matched without fnmatch: same answers."""
+    patterns = ["Lung_L", "lung*", "*lung", "*LUNG*", "*", "**", "", "lu?g", "l[ua]ng*", "*lu*ng*", "[!x]ung", "ptv_*"]
+    names = ["Lung_L", "Lt Lung", "lungs", "left lung", "LUNG", "lu", "", " lung ", "lu\nng", "lung*", "PTV_LDRT"]
+    for pattern, name in itertools.product(patterns, names):
+        expected = fnmatch.fnmatchcase(name.strip().casefold(), pattern.casefold()) or fnmatch.fnmatchcase(
+            canonical(name), canonical(pattern)
+        )
+        assert glob_matches(pattern, name) is expected, (pattern, name)
 
 
 @pytest.mark.parametrize(
