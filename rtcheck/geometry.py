@@ -79,7 +79,7 @@ import shapely
 
 from rtcheck.course import Contour, Roi, StructureSet
 from rtcheck.errors import RtcheckError
-from rtcheck.interpolation import InterpolatedSurface, gaps_between_blocks, polygonal
+from rtcheck.interpolation import InterpolatedSurface, gaps_between_blocks, median, polygonal
 from rtcheck.lazy import lazy
 from rtcheck.planes import COPLANAR_TOLERANCE_MM, contour_plane
 
@@ -273,7 +273,7 @@ class Solid:
         self._require_volume("slice spacing")
         if self.plane_spacing_mm is not None:
             return self.plane_spacing_mm
-        return float(np.median(self._hi - self._lo))
+        return median(self._hi - self._lo)
 
     def gaps_mm(self) -> list[tuple[float, float]]:
         """z-intervals between two parts of the solid where nothing was drawn (a gap)."""
@@ -607,7 +607,7 @@ def _group_planes(z: np.ndarray) -> np.ndarray:
 
 
 def _median_spacing(planes: np.ndarray) -> float | None:
-    return float(np.median(np.diff(planes))) if len(planes) > 1 else None
+    return median(np.diff(planes)) if len(planes) > 1 else None
 
 
 def _combine_even_odd(
@@ -1160,7 +1160,7 @@ class SolidCache:
             planes = _group_planes(np.asarray(z))
             diffs.append(np.diff(planes))
         all_diffs = np.concatenate(diffs) if diffs else np.empty(0)
-        return float(np.median(all_diffs)) if len(all_diffs) else None
+        return median(all_diffs) if len(all_diffs) else None
 
     def _roi(self, key: int | str) -> Roi:
         by_number = isinstance(key, int)

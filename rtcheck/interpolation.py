@@ -218,7 +218,7 @@ class _Block:
         parts, plane = shapely.get_parts(shapes, return_index=True)
         smallest = np.full(len(shapes), np.inf)
         np.minimum.at(smallest, plane, shapely.area(parts))
-        part_size = math.sqrt(float(np.median(smallest)))
+        part_size = math.sqrt(median(smallest))
         self.step = max(min(max(x1 - x0, y1 - y0) / GRID_NODES, part_size / 10), MIN_GRID_MM)
         pad = 1.5 * self.step
         self.xs = np.arange(x0 - pad, x1 + pad + self.step, self.step)
@@ -236,7 +236,7 @@ class _Block:
         rings, ring_part = shapely.get_rings(parts, return_index=True)
         smallest_ring = np.full(len(shapes), np.inf)
         np.minimum.at(smallest_ring, plane[ring_part], shapely.area(shapely.polygons(rings)))
-        self.radius = math.sqrt(float(np.median(smallest_ring)) / math.pi)
+        self.radius = math.sqrt(median(smallest_ring) / math.pi)
         self.bulk_step = max(MAX_STEP_MM, BULK_RELATIVE_STEP * self.radius)
         self._inside: dict[int, np.ndarray] = {}
         self._signed: dict[int, tuple[float, np.ndarray]] = {}
@@ -556,6 +556,14 @@ def _merge_halves(slabs: list[Slab]) -> list[Slab]:
         else:
             out.append(slab)
     return out
+
+
+def median(values: np.ndarray) -> float:
+    """The median of a non-empty array, as ``np.median`` gives it; ``np.median`` itself
+    imports ``numpy.ma`` on its first call (8 ms of every check)."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64), axis=None)
+    half = ordered.size // 2
+    return float(ordered[half]) if ordered.size % 2 else float((ordered[half - 1] + ordered[half]) / 2)
 
 
 def polygonal(geom: shapely.Geometry) -> shapely.Geometry:

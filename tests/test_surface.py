@@ -32,6 +32,7 @@ from rtcheck import geometry as g
 from rtcheck.course import Contour, Roi
 from rtcheck.dose import DoseGrid
 from rtcheck.dvh import structure_dose
+from rtcheck.interpolation import median
 
 VERTICES = 128  # vertices per round contour: 0.04 % less area than the circle
 
@@ -299,3 +300,10 @@ def test_dvh_under_a_gradient_along_z(solid: Analytic, spacing: float) -> None:
     assert dvh.d_percent(95) == pytest.approx(dose_at(95), rel=0.03)
     assert dvh.d_percent(99) == pytest.approx(dose_at(99), rel=0.05)
     assert dvh.dmean == pytest.approx(centre + gradient * solid.mean_z(), rel=0.005)
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 40, 41])
+def test_median_is_numpys(size: int) -> None:
+    values = np.random.default_rng(size).normal(10.0, 3.0, size)
+    assert median(values) == float(np.median(values))
+    assert median(np.round(values)) == float(np.median(np.round(values)))
