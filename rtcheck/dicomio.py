@@ -40,8 +40,8 @@ from .course import (
     StructureSet,
 )
 from .durable import file_sha256
+from .encoded import CONTOUR_SEQUENCE, EncodedItem, encoded_roi_contours
 from .errors import InputError
-from .roi_contours import CONTOUR_SEQUENCE, EncodedItem, encoded_roi_contours
 from .wellformed import MalformedDataset, check_well_formed, data_set_start, inflate
 
 #: SOP classes rtcheck assembles, by the modality they stand for.
@@ -558,7 +558,7 @@ def structure_set_from_dataset(
 
 def roi_contour_items(path: Path, ds: Dataset) -> list[EncodedItem] | None:
     """The ROI Contour Sequence's items read from its bytes, or None where pydicom holds it
-    parsed (:func:`rtcheck.roi_contours.encoded_roi_contours`); bytes that are not a
+    parsed (:func:`rtcheck.encoded.encoded_roi_contours`); bytes that are not a
     sequence of items are an :class:`InputError` naming the file."""
     try:
         return encoded_roi_contours(ds)

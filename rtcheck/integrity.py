@@ -29,9 +29,10 @@ from pydicom.valuerep import IS
 
 from . import standard_tables
 from .course import Course, StructureSet
+from .encoded import CONTOUR_SEQUENCE, ROI_CONTOUR_SEQUENCE, EncodedItem, encoded_items
 from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane, on_axial_planes
 from .report import IntegrityFinding
-from .roi_contours import CONTOUR_SEQUENCE, ROI_CONTOUR_SEQUENCE, EncodedItem
+from .wellformed import MalformedDataset
 
 #: Attributes rtcheck reads: a conformance problem with one of these is an error.
 USED_KEYWORDS = frozenset(
@@ -189,9 +190,24 @@ class _DatasetLevel:
             if attr.tag == ROI_CONTOUR_SEQUENCE and self.contours is not None:
                 items = list(self.contours)
             else:
-                items = [_DatasetLevel(item) for item in self.ds[attr.tag].value or []]
+                encoded = _encoded_items(self.ds, attr.tag)
+                if encoded is not None:
+                    items = list(encoded)
+                else:
+                    items = [_DatasetLevel(item) for item in self.ds[attr.tag].value or []]
             return True, not items, items
         return True, _is_empty(getattr(raw, "value", None), attr), []
+
+
+def _encoded_items(ds: Dataset, tag: int) -> list[EncodedItem] | None:
+    """A sequence's items from its bytes where pydicom kept them (a plan's control points,
+    a structure set's contours: one pydicom dataset per item would cost most of the check);
+    None where pydicom holds the sequence parsed, or its bytes are not items (pydicom then
+    says what it makes of them)."""
+    try:
+        return encoded_items(ds, tag)
+    except MalformedDataset:
+        return None
 
 
 def _encoded_element(item: EncodedItem, attr: _Attribute) -> tuple[bool, bool, list[_DatasetLevel | EncodedItem]]:

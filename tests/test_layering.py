@@ -38,7 +38,7 @@ FLOORS: list[tuple[str, set[str]]] = [
             "lazy",
         },
     ),
-    ("files", {"dicomio", "roi_contours", "integrity"}),
+    ("files", {"dicomio", "encoded", "integrity"}),
     ("measure", {"interpolation", "geometry", "dose", "dvh", "assembly"}),
     ("trial vocabulary", {"protocol", "roles", "arms"}),
     ("workspace", {"workspace"}),

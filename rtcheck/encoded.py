@@ -1,13 +1,13 @@
-"""The items of an RT Structure Set's ROI Contour Sequence, read straight from their bytes.
+"""Sequence items read straight from their encoded bytes: the long sequences of RT objects.
 
-A structure set holds one sequence item per contour, hundreds to tens of thousands of them.
-pydicom turns each item into a :class:`~pydicom.dataset.Dataset` (about 40 µs apiece, more
-than parsing the contour's points), although reading the course needs only a few values
-of each: the ROI a contour belongs to, its geometric type, its points, and for the
-integrity checks which attributes are present and how many points it declares. When
-pydicom has kept the sequence as bytes (a sequence of defined length, read lazily), this
-module walks those bytes once into :class:`EncodedItem` views that the course model and
-the integrity checks share. A sequence pydicom has already parsed (one of undefined length
+A structure set holds one sequence item per contour, hundreds to tens of thousands of them;
+a VMAT plan one per control point. pydicom turns each item into a
+:class:`~pydicom.dataset.Dataset` (about 40 µs apiece, more than parsing a contour's
+points), although reading a course needs only a few values of each: the ROI a contour
+belongs to, its geometric type and points, and for the conformance check which attributes
+are present and whether they are empty. When pydicom has kept a sequence as bytes (a
+sequence of defined length, read lazily), :func:`encoded_items` walks those bytes once into
+:class:`EncodedItem` views. A sequence pydicom has already parsed (one of undefined length
 is parsed while the file is read) is left to pydicom's datasets.
 
 The bytes are those of a file already found well formed (:mod:`rtcheck.wellformed`), so the
@@ -17,6 +17,7 @@ walk checks lengths only as far as it needs to stay inside the value.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -30,38 +31,51 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
-#: Where an element's value lies in the walked bytes: (start, end, undefined length).
-_Span = tuple[int, int, bool]
+
+class _Span(NamedTuple):
+    """Where an element's value lies in the walked bytes, and how its items are encoded."""
+
+    start: int
+    end: int
+    undefined: bool
+    #: The value's items are in implicit VR: the data set's encoding, or a value of VR UN
+    #: (whose sequence items are implicit VR little endian, PS3.5 6.2.2).
+    implicit: bool
+    little: bool
 
 
-def encoded_roi_contours(ds: Dataset) -> list[EncodedItem] | None:
-    """The ROI Contour Sequence's items from its encoded bytes; None when pydicom holds it
-    parsed (or it is absent).
+def encoded_items(ds: Dataset, tag: int) -> list[EncodedItem] | None:
+    """The items of the data set's sequence ``tag`` from its encoded bytes; None when
+    pydicom holds it parsed, or it is absent.
 
     Raises :class:`~rtcheck.wellformed.MalformedDataset` when the bytes are not a sequence
     of items.
     """
-    raw = ds.get_item(ROI_CONTOUR_SEQUENCE)
+    raw = ds.get_item(tag)
     if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
         return None
     implicit, little = ds.original_encoding
     if implicit is None or little is None:
         return None
-    walk = _Walk(raw.value, bool(implicit), little)
-    try:
-        rois = walk.items((0, len(raw.value), False))
-        for roi in rois:
-            roi.items(CONTOUR_SEQUENCE)  # walked now, so that whatever is unusual shows here
-    except _Unusual:
-        return None
+    walk = _Walk(raw.value, little)
+    unknown = raw.VR == "UN"
+    return walk.items(_Span(0, len(raw.value), False, bool(implicit) or unknown, little or unknown))
+
+
+def encoded_roi_contours(ds: Dataset) -> list[EncodedItem] | None:
+    """The ROI Contour Sequence's items (:func:`encoded_items`), each item's Contour
+    Sequence walked too, so that a malformed one shows here."""
+    rois = encoded_items(ds, ROI_CONTOUR_SEQUENCE)
+    for roi in rois or ():
+        roi.items(CONTOUR_SEQUENCE)
     return rois
 
 
 class EncodedItem:
     """One sequence item as the encoded values of its elements (the first of each tag).
 
-    It answers what the course model and the integrity checks ask of a contour item:
-    whether an element is present, its value as encoded, the items of a nested sequence.
+    It answers what the course model and the integrity checks ask of an item: whether an
+    element is present, its value as encoded, the items of a nested sequence.
     """
 
     def __init__(self, walk: _Walk, elements: dict[int, _Span]) -> None:
@@ -75,7 +89,7 @@ class EncodedItem:
         """The element's value as encoded (an undefined-length sequence's items included);
         None when the element is absent."""
         span = self._elements.get(tag)
-        return None if span is None else self._walk.data[span[0] : span[1]]
+        return None if span is None else self._walk.data[span.start : span.end]
 
     def text(self, tag: int) -> str:
         """A string value without its padding ("" when absent)."""
@@ -90,38 +104,36 @@ class EncodedItem:
         return self._nested[tag]
 
 
-class _Unusual(Exception):
-    """An encoding this walk leaves to pydicom: a value of VR UN, whose content pydicom
-    decodes by the data dictionary."""
-
-
 class _Walk:
     """Element headers of one encoded sequence value, read by offset."""
 
-    def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
-        self.data, self.implicit, self.little = data, implicit, little
+    def __init__(self, data: bytes, little: bool) -> None:
+        self.data, self.little = data, little
         self.tag = struct.Struct("<HH" if little else ">HH")
         self.u32 = struct.Struct("<I" if little else ">I")
         self.u16 = struct.Struct("<H" if little else ">H")
 
     def items(self, span: _Span) -> list[EncodedItem]:
         """The items of the sequence whose value is ``span``."""
-        pos, end, undefined = span
+        if span.little != self.little:
+            return _Walk(self.data, span.little).items(span)
+        pos, end = span.start, span.end
         out = []
         while pos < end:
             group, element = self.tag.unpack_from(self.data, pos)
             (length,) = self.u32.unpack_from(self.data, pos + 4)
             tag = group << 16 | element
             pos += 8
-            if tag == _SEQUENCE_END and undefined:
+            if tag == _SEQUENCE_END and span.undefined:
                 break
             if tag != _ITEM:
-                raise MalformedDataset(f"expected an item in the ROI Contour Sequence at offset {pos - 8}")
-            elements, pos = self._item(pos, end if length == _UNDEFINED else pos + length, length == _UNDEFINED)
+                raise MalformedDataset(f"expected a sequence item at offset {pos - 8}")
+            undefined = length == _UNDEFINED
+            elements, pos = self._item(pos, end if undefined else pos + length, undefined, span.implicit)
             out.append(EncodedItem(self, elements))
         return out
 
-    def _item(self, pos: int, end: int, undefined: bool) -> tuple[dict[int, _Span], int]:
+    def _item(self, pos: int, end: int, undefined: bool, implicit: bool) -> tuple[dict[int, _Span], int]:
         """The elements of one item and where the item ends."""
         elements: dict[int, _Span] = {}
         while pos < end:
@@ -129,13 +141,14 @@ class _Walk:
             tag = group << 16 | element
             if tag == _ITEM_END:
                 return elements, pos + 8
-            if self.implicit:
+            content_implicit, content_little = implicit, self.little
+            if implicit:
                 (length,) = self.u32.unpack_from(self.data, pos + 4)
                 pos += 8
             else:
                 vr = self.data[pos + 4 : pos + 6]
-                if vr == b"UN":
-                    raise _Unusual
+                content_implicit = vr == b"UN"
+                content_little = self.little or content_implicit
                 if vr in _LONG_VRS:
                     (length,) = self.u32.unpack_from(self.data, pos + 8)
                     pos += 12
@@ -143,14 +156,14 @@ class _Walk:
                     (length,) = self.u16.unpack_from(self.data, pos + 6)
                     pos += 8
             if length == _UNDEFINED:
-                stop = sequence_end(self.data, pos, self.implicit, self.little)
-                elements.setdefault(tag, (pos, stop, True))
+                stop = sequence_end(self.data, pos, content_implicit, content_little)
+                elements.setdefault(tag, _Span(pos, stop, True, content_implicit, content_little))
                 pos = stop
             else:
                 if pos + length > len(self.data):
-                    raise MalformedDataset(f"({group:04X},{element:04X}) runs past the ROI Contour Sequence")
-                elements.setdefault(tag, (pos, pos + length, False))
+                    raise MalformedDataset(f"({group:04X},{element:04X}) runs past the end of its sequence")
+                elements.setdefault(tag, _Span(pos, pos + length, False, content_implicit, content_little))
                 pos += length
         if undefined:
-            raise MalformedDataset("an item of the ROI Contour Sequence has no delimiter")
+            raise MalformedDataset("a sequence item has no delimiter")
         return elements, pos

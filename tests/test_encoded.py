@@ -3,7 +3,7 @@ are checked the same way.
 
 The structure set is re-encoded the ways planning systems write it (implicit and explicit
 VR, big endian, items and nested sequences of undefined length) and each encoding is read
-twice: through the bytes (:mod:`rtcheck.roi_contours`) and through pydicom's datasets. The
+twice: through the bytes (:mod:`rtcheck.encoded`) and through pydicom's datasets. The
 course model and the integrity findings must agree.
 """
 
@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from rtcheck.course import StructureSet
 from rtcheck.dicomio import roi_contour_items, structure_set_from_dataset
+from rtcheck.encoded import encoded_items, encoded_roi_contours
 from rtcheck.errors import InputError
 from rtcheck.integrity import conformance, structure_sanity
-from rtcheck.roi_contours import encoded_roi_contours
 
 REAL = Path(__file__).parent / "fixtures" / "real"
 
@@ -142,5 +143,46 @@ def test_a_broken_item_inside_the_sequence_is_an_input_error(course_dir) -> None
     start = raw.value_tell
     assert data[start : start + 4] == b"\xfe\xff\x00\xe0"  # the first item's tag
     data[start : start + 4] = b"\x08\x00\x16\x00"
-    with pytest.raises(InputError, match="ROIContourSequence: expected an item"):
+    with pytest.raises(InputError, match="ROIContourSequence: expected a sequence item"):
         structure_set_from_dataset(path, pydicom.dcmread(io.BytesIO(bytes(data))))
+
+
+def _fully_parsed(data: bytes) -> Dataset:
+    """The data set with every sequence, at every depth, parsed by pydicom (none left as bytes)."""
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    ds.walk(lambda _ds, elem: elem.value)
+    return ds
+
+
+def _plans() -> dict[str, bytes]:
+    return {
+        "monaco": (REAL / "monaco_plan" / "06MV_plan.dcm").read_bytes(),
+        "raystation": lzma.decompress((REAL / "raystation_proton_ramp" / "ramped_2Gy_ver2_full.dcm.xz").read_bytes()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "walked"),
+    # Monaco writes its sequences with undefined lengths: pydicom parses them as it reads
+    [("phantom", True), ("monaco", False), ("raystation", True)],
+)
+def test_plans_conform_the_same_read_from_bytes_or_parsed(course_dir, name: str, walked: bool) -> None:
+    data = (course_dir("compliant") / "RP.SFRT.dcm").read_bytes() if name == "phantom" else _plans()[name]
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    sequences = [tag for tag in list(ds.keys()) if dictionary_has_tag(tag) and dictionary_VR(tag) == "SQ"]
+    assert any(encoded_items(ds, tag) is not None for tag in sequences) is walked
+    through_bytes = [f.message for f in conformance(Path(name), ds)]
+    assert through_bytes == [f.message for f in conformance(Path(name), _fully_parsed(data))]
+
+
+def test_a_missing_attribute_deep_in_a_plan_is_found_both_ways(course_dir, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(course_dir("compliant") / "RP.SFRT.dcm")
+    control_point = ds.BeamSequence[0].ControlPointSequence[1]
+    del control_point.ControlPointIndex  # Type 1 in every control point
+    ds.BeamSequence[0].ControlPointSequence[0].NominalBeamEnergy = ""  # Type 1C: not checked
+    out = io.BytesIO()
+    ds.save_as(out)
+    data = out.getvalue()
+    through_bytes = [f.message for f in conformance(tmp_path / "RP.dcm", pydicom.dcmread(io.BytesIO(data)))]
+    assert through_bytes == [f.message for f in conformance(tmp_path / "RP.dcm", _fully_parsed(data))]
+    assert any("ControlPointIndex is missing in BeamSequence > ControlPointSequence" in m for m in through_bytes)
