@@ -48,7 +48,10 @@ structure's size, ``BULK_RELATIVE_STEP`` of its equivalent radius (never finer t
 its two sections for half the interval each (the trapezoidal rule of the area, whose
 error on a lung or a heart is far below a contouring error; a structure under ten plane
 spacings in radius is always interpolated). Small targets, whose equivalent radius is
-under 6 mm, get the same slabs both ways.
+under 6 mm, get the same slabs both ways. Holes and extra parts that hold under
+``MINOR_FEATURES`` of a block's area (vessels left out of a lung) are interpolated like the
+rest, but the bulk sampling follows the largest part's outline, not them: a hole that
+appears far from the outline would otherwise call for the finest sub-slabs all around.
 
 Libraries
 ---------
@@ -83,6 +86,10 @@ BULK_RELATIVE_STEP = 0.05
 #: for structures whose equivalent radius is this many plane spacings or more: the rule's
 #: error on a sphere, h**2 / (6 r**2) of an interval's volume, is then under 0.2 %.
 HALVES_RADIUS_SPACINGS = 10.0
+#: Holes and extra parts that hold under this fraction of a block's area (summed over its
+#: planes) do not set its bulk sampling: even kept for only half of each interval they end
+#: in, they would move the structure's volume by at most half of it.
+MINOR_FEATURES = 0.01
 #: Thinnest sub-slab between two planes (mm).
 MIN_SUBSLAB_MM = 0.2
 #: Thickest sub-slab of a dome cap (mm); caps are cut into at most MAX_CAP_SLABS.
@@ -232,12 +239,26 @@ class _Block:
         radius = np.sqrt(self.areas / np.pi)
         self.moves = np.maximum(np.abs(np.diff(bounds, axis=0)).max(axis=1, initial=0.0), np.abs(np.diff(radius)))
         # the bulk step follows the smallest feature: the equivalent radius of the typical
-        # smallest ring, a hole (a valley's peaks) or a part (one of several lesions)
+        # smallest ring, a hole (a valley's peaks) or a part (one of several lesions)...
         rings, ring_part = shapely.get_rings(parts, return_index=True)
+        ring_area = shapely.area(shapely.polygons(rings))
+        ring_plane = plane[ring_part]
         smallest_ring = np.full(len(shapes), np.inf)
-        np.minimum.at(smallest_ring, plane[ring_part], shapely.area(shapely.polygons(rings)))
-        self.radius = math.sqrt(median(smallest_ring) / math.pi)
+        np.minimum.at(smallest_ring, ring_plane, ring_area)
+        # ...unless the holes and extra parts hold so little of the structure (vessels left
+        # out of a lung) that sampling them coarsely cannot matter: then the largest part
+        # sets the step, and the sections count as plain (the outline's move, not the
+        # Hausdorff distance to a hole that appears, decides the sub-slabs)
+        exterior = np.r_[True, ring_part[1:] != ring_part[:-1]]  # each part's first ring
+        largest = np.zeros(len(shapes))
+        np.maximum.at(largest, ring_plane[exterior], ring_area[exterior])
+        enclosed = float(ring_area[exterior].sum())
+        minor = float(ring_area[~exterior].sum()) + enclosed - float(largest.sum())
+        self.minor_features = minor / enclosed if enclosed > 0 else 0.0
+        self.negligible = self.minor_features < MINOR_FEATURES
+        self.radius = math.sqrt(median(largest if self.negligible else smallest_ring) / math.pi)
         self.bulk_step = max(MAX_STEP_MM, BULK_RELATIVE_STEP * self.radius)
+        self.outline_plain = self.plain | self.negligible
         self._inside: dict[int, np.ndarray] = {}
         self._signed: dict[int, tuple[float, np.ndarray]] = {}
         self._inradii: dict[int, float] = {}
@@ -289,7 +310,7 @@ class _Block:
         if flat_around:  # a wall along z: the section holds all the way
             return [(0.5 * (z0 + z1), z0, z1, self.shapes[i])]
         move = moves[i]
-        if halves and (move < max_step or not self.plain[i : i + 2].all()):
+        if halves and (move < max_step or not self.outline_plain[i : i + 2].all()):
             move = max(move, self._outline_move(i))
             if move < max_step and self.radius >= HALVES_RADIUS_SPACINGS * h:
                 # each section for its half of the interval
@@ -307,9 +328,13 @@ class _Block:
     def _outline_move(self, i: int) -> float:
         """How far the outline moves from plane i to i + 1 (Hausdorff distance of the two
         outlines): the bounding boxes and areas that set ``moves`` do not see a hole or a
-        small part that grows, shrinks or appears inside the section."""
-        outlines = shapely.boundary(self.shapes[i : i + 2])
-        return float(shapely.hausdorff_distance(outlines[0], outlines[1]))
+        small part that grows, shrinks or appears inside the section. Where holes and extra
+        parts are negligible (``MINOR_FEATURES``), the outline is the largest part's."""
+        if self.negligible:
+            a, b = (_largest_exterior(shape) for shape in self.shapes[i : i + 2])
+        else:
+            a, b = shapely.boundary(self.shapes[i : i + 2])
+        return float(shapely.hausdorff_distance(a, b))
 
     def _sections_between(self, i: int, t: np.ndarray) -> list[shapely.Geometry]:
         """The interpolated sections at fractions ``t`` of the interval from plane i to i + 1."""
@@ -528,6 +553,12 @@ class _Block:
         step = -tau[1]
         slope = (squared[0] - squared[1] - step * step) / step  # with Q'' = -2
         return np.array([-1.0, slope, squared[0]])
+
+
+def _largest_exterior(shape: shapely.Geometry) -> shapely.Geometry:
+    """The outer ring of the largest part of a (multi)polygon."""
+    parts = shapely.get_parts(shape)
+    return shapely.get_exterior_ring(parts[int(np.argmax(shapely.area(parts)))])
 
 
 def _first_zero(quadratic: np.ndarray, limit: float) -> float | None:
