@@ -25,7 +25,6 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
-from pydicom.valuerep import IS
 
 from .course import (
     BeamDose,
@@ -40,7 +39,7 @@ from .course import (
     StructureSet,
 )
 from .durable import file_sha256
-from .encoded import CONTOUR_SEQUENCE, EncodedItem, encoded_roi_contours
+from .encoded import CONTOUR_SEQUENCE, EncodedItem, encoded_roi_contours, integer_string
 from .errors import InputError
 from .wellformed import MalformedDataset, check_well_formed, data_set_start, inflate
 
@@ -355,24 +354,15 @@ def _float_or_none(value: object) -> float | None:
         return None
 
 
-def _int_or_none(value: object) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
-
-
 def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Plan:
     """Build the course model of an RT (Ion) Plan, with each fraction group's prescription."""
     dose_refs = tuple(
         DoseReference(
-            number=_int_or_none(item.get("DoseReferenceNumber")) or 0,
+            number=integer_string(item.get("DoseReferenceNumber")) or 0,
             structure_type=str(item.get("DoseReferenceStructureType", "") or "") or None,
             dose_reference_type=str(item.get("DoseReferenceType", "") or "") or None,
             description=str(item.get("DoseReferenceDescription", "") or ""),
-            referenced_roi_number=_int_or_none(item.get("ReferencedROINumber")),
+            referenced_roi_number=integer_string(item.get("ReferencedROINumber")),
             target_prescription_dose_gy=_float_or_none(item.get("TargetPrescriptionDose")),
             delivery_maximum_dose_gy=_float_or_none(item.get("DeliveryMaximumDose")),
         )
@@ -384,7 +374,7 @@ def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Pla
         ref_numbers = []
         ref_target_total = None
         for ref in fg.get("ReferencedDoseReferenceSequence", []):
-            number = _int_or_none(ref.get("ReferencedDoseReferenceNumber"))
+            number = integer_string(ref.get("ReferencedDoseReferenceNumber"))
             if number is not None:
                 ref_numbers.append(number)
             dose = _float_or_none(ref.get("TargetPrescriptionDose"))
@@ -392,15 +382,15 @@ def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Pla
                 ref_target_total = max(dose, ref_target_total or 0.0)
         beam_doses = tuple(
             BeamDose(
-                beam_number=_int_or_none(b.get("ReferencedBeamNumber")) or 0,
+                beam_number=integer_string(b.get("ReferencedBeamNumber")) or 0,
                 dose_gy=_float_or_none(b.get("BeamDose")),
                 meaning=str(b.get("BeamDoseMeaning", "") or "") or None,
             )
             for b in fg.get("ReferencedBeamSequence", [])
         )
         group = FractionGroup(
-            number=_int_or_none(fg.get("FractionGroupNumber")) or 0,
-            fractions_planned=_int_or_none(fg.get("NumberOfFractionsPlanned")),
+            number=integer_string(fg.get("FractionGroupNumber")) or 0,
+            fractions_planned=integer_string(fg.get("NumberOfFractionsPlanned")),
             beam_doses=beam_doses,
             referenced_dose_reference_numbers=tuple(ref_numbers),
             referenced_target_prescription_gy=ref_target_total,
@@ -521,7 +511,7 @@ def structure_set_from_dataset(
     """
     names: dict[int, tuple[str, str | None]] = {}
     for item in ds.get("StructureSetROISequence", []):
-        number = _int_or_none(item.get("ROINumber"))
+        number = integer_string(item.get("ROINumber"))
         if number is not None:
             names[number] = (
                 str(item.get("ROIName", "") or ""),
@@ -529,7 +519,7 @@ def structure_set_from_dataset(
             )
     interpreted: dict[int, str | None] = {}
     for item in ds.get("RTROIObservationsSequence", []):
-        number = _int_or_none(item.get("ReferencedROINumber"))
+        number = integer_string(item.get("ReferencedROINumber"))
         if number is not None:
             interpreted[number] = str(item.get("RTROIInterpretedType", "") or "").strip() or None
     by_roi = _roi_contours(path, ds, contours if contours is not None else roi_contour_items(path, ds))
@@ -572,7 +562,7 @@ def _roi_contours(path: Path, ds: Dataset, encoded: list[EncodedItem] | None) ->
     if encoded is not None:
         for roi in encoded:
             text = roi.text(_REFERENCED_ROI_NUMBER)
-            number = _int_or_none(IS(text) if text else None)
+            number = integer_string(text)
             if number is None:
                 continue
             out = contours.setdefault(number, [])
@@ -585,7 +575,7 @@ def _roi_contours(path: Path, ds: Dataset, encoded: list[EncodedItem] | None) ->
                     raise InputError(path, f"ROI {number}: {exc}") from exc
         return contours
     for item in ds.get("ROIContourSequence", []):
-        number = _int_or_none(item.get("ReferencedROINumber"))
+        number = integer_string(item.get("ReferencedROINumber"))
         if number is None:
             continue
         out = contours.setdefault(number, [])
@@ -608,11 +598,11 @@ def dose_header_from_dataset(path: Path, ds: Dataset, sha256: str | None = None)
         if uid:
             plan_uids.append(uid)
         for fg in ref.get("ReferencedFractionGroupSequence", []):
-            number = _int_or_none(fg.get("ReferencedFractionGroupNumber"))
+            number = integer_string(fg.get("ReferencedFractionGroupNumber"))
             if number is not None:
                 groups.append(number)
             for beam in fg.get("ReferencedBeamSequence", []):
-                b = _int_or_none(beam.get("ReferencedBeamNumber"))
+                b = integer_string(beam.get("ReferencedBeamNumber"))
                 if b is not None:
                     beams.append(b)
     return DoseFile(

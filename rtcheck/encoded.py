@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.valuerep import IS
 
 from .wellformed import MalformedDataset, sequence_end
 
@@ -69,6 +70,19 @@ def encoded_roi_contours(ds: Dataset) -> list[EncodedItem] | None:
     for roi in rois or ():
         roi.items(CONTOUR_SEQUENCE)
     return rois
+
+
+def integer_string(value: object) -> int | None:
+    """An IS value as an int, whether pydicom converted it or it is the encoded text; None
+    when it is absent, empty or not an integer."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        if isinstance(value, str):
+            value = IS(value.strip(" \x00")) if value.strip(" \x00") else None
+        return None if value is None or value == "" else int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
 
 
 class EncodedItem:

@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.valuerep import IS
 
 from . import standard_tables
 from .course import Course, StructureSet
-from .encoded import CONTOUR_SEQUENCE, ROI_CONTOUR_SEQUENCE, EncodedItem, encoded_items
+from .encoded import CONTOUR_SEQUENCE, ROI_CONTOUR_SEQUENCE, EncodedItem, encoded_items, integer_string
 from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane, on_axial_planes
 from .report import IntegrityFinding
 from .wellformed import MalformedDataset
@@ -347,7 +346,7 @@ def _point_counts(ds: Dataset, contours: list[EncodedItem] | None) -> Iterator[t
             raw = c.get_item(_NUMBER_OF_CONTOUR_POINTS)
             declared = _declared_points(raw.value if raw is not None else None)
             if declared is None:
-                declared = _int_or_none(c.get("NumberOfContourPoints"))
+                declared = integer_string(c.get("NumberOfContourPoints"))
             data = c.get_item(_CONTOUR_DATA)
             if declared is None or data is None:
                 continue
@@ -368,7 +367,7 @@ def _contour_roi_numbers(ds: Dataset, contours: list[EncodedItem] | None) -> Ite
     else:
         texts = (item.get("ReferencedROINumber") for item in ds.get("ROIContourSequence", []))
     for text in texts:
-        number = _int_or_none(IS(text) if isinstance(text, str) and text else text)
+        number = integer_string(text)
         if number is not None:
             yield number
 
@@ -384,15 +383,8 @@ def _declared_points(value: object) -> int | None:
         digits = value.strip(b" \x00")
         if len(digits) <= 9 and digits.isdigit():
             return int(digits)
-        return _int_or_none(IS(digits.decode("ascii", "replace"))) if digits else None
+        return integer_string(digits)
     return None
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
 
 
 _NUMBER_OF_CONTOUR_POINTS = 0x30060046
