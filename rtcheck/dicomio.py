@@ -39,7 +39,15 @@ from .course import (
     StructureSet,
 )
 from .durable import file_sha256
-from .encoded import CONTOUR_SEQUENCE, EncodedItem, encoded_roi_contours, integer_string
+from .encoded import (
+    CONTOUR_DATA,
+    CONTOUR_GEOMETRIC_TYPE,
+    CONTOUR_SEQUENCE,
+    REFERENCED_ROI_NUMBER,
+    EncodedItem,
+    encoded_roi_contours,
+    integer_string,
+)
 from .errors import InputError
 from .wellformed import MalformedDataset, check_well_formed, data_set_start, inflate
 
@@ -74,10 +82,6 @@ _INDEX_TAGS = [
         "DoseSummationType",
     )
 ]
-
-_CONTOUR_DATA = 0x30060050
-_CONTOUR_GEOMETRIC_TYPE = 0x30060042
-_REFERENCED_ROI_NUMBER = 0x30060084
 
 
 @dataclass(frozen=True)
@@ -474,7 +478,7 @@ def contour_points(item: Dataset) -> np.ndarray:
 
     Raises ValueError when the value count is not a multiple of three.
     """
-    raw = item.get_item(_CONTOUR_DATA)
+    raw = item.get_item(CONTOUR_DATA)
     if raw is None:
         return np.empty((0, 3))
     value = raw.value
@@ -561,15 +565,14 @@ def _roi_contours(path: Path, ds: Dataset, encoded: list[EncodedItem] | None) ->
     contours: dict[int, list[Contour]] = {}
     if encoded is not None:
         for roi in encoded:
-            text = roi.text(_REFERENCED_ROI_NUMBER)
-            number = integer_string(text)
+            number = integer_string(roi.value(REFERENCED_ROI_NUMBER))
             if number is None:
                 continue
             out = contours.setdefault(number, [])
             for c in roi.items(CONTOUR_SEQUENCE):
                 try:
                     out.append(
-                        Contour(c.text(_CONTOUR_GEOMETRIC_TYPE), encoded_contour_points(c.value(_CONTOUR_DATA) or b""))
+                        Contour(c.text(CONTOUR_GEOMETRIC_TYPE), encoded_contour_points(c.value(CONTOUR_DATA) or b""))
                     )
                 except ValueError as exc:
                     raise InputError(path, f"ROI {number}: {exc}") from exc

@@ -25,8 +25,13 @@ from pydicom.valuerep import IS
 
 from .wellformed import MalformedDataset, sequence_end
 
+#: The ROI Contour Module's tags that reading a course asks of the contour items.
 ROI_CONTOUR_SEQUENCE = 0x30060039
+REFERENCED_ROI_NUMBER = 0x30060084
 CONTOUR_SEQUENCE = 0x30060040
+CONTOUR_GEOMETRIC_TYPE = 0x30060042
+NUMBER_OF_CONTOUR_POINTS = 0x30060046
+CONTOUR_DATA = 0x30060050
 
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
@@ -79,7 +84,8 @@ def integer_string(value: object) -> int | None:
         value = value.decode("ascii", "replace")
     try:
         if isinstance(value, str):
-            value = IS(value.strip(" \x00")) if value.strip(" \x00") else None
+            value = value.strip(" \x00")
+            value = IS(value) if value else None
         return None if value is None or value == "" else int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None

@@ -28,7 +28,16 @@ from pydicom.dataset import Dataset
 
 from . import standard_tables
 from .course import Course, StructureSet
-from .encoded import CONTOUR_SEQUENCE, ROI_CONTOUR_SEQUENCE, EncodedItem, encoded_items, integer_string
+from .encoded import (
+    CONTOUR_DATA,
+    CONTOUR_SEQUENCE,
+    NUMBER_OF_CONTOUR_POINTS,
+    REFERENCED_ROI_NUMBER,
+    ROI_CONTOUR_SEQUENCE,
+    EncodedItem,
+    encoded_items,
+    integer_string,
+)
 from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane, on_axial_planes
 from .report import IntegrityFinding
 from .wellformed import MalformedDataset
@@ -337,17 +346,15 @@ def _point_counts(ds: Dataset, contours: list[EncodedItem] | None) -> Iterator[t
     if contours is not None:
         for roi in contours:
             for c in roi.items(CONTOUR_SEQUENCE):
-                declared, data = _declared_points(c.value(_NUMBER_OF_CONTOUR_POINTS)), c.value(_CONTOUR_DATA)
+                declared, data = _declared_points(c.value(NUMBER_OF_CONTOUR_POINTS)), c.value(CONTOUR_DATA)
                 if declared is not None and data is not None:
-                    yield roi.text(_REFERENCED_ROI_NUMBER), declared, _value_count(data)
+                    yield roi.text(REFERENCED_ROI_NUMBER), declared, _value_count(data)
         return
     for item in ds.get("ROIContourSequence", []):
         for c in item.get("ContourSequence", []):
-            raw = c.get_item(_NUMBER_OF_CONTOUR_POINTS)
+            raw = c.get_item(NUMBER_OF_CONTOUR_POINTS)
             declared = _declared_points(raw.value if raw is not None else None)
-            if declared is None:
-                declared = integer_string(c.get("NumberOfContourPoints"))
-            data = c.get_item(_CONTOUR_DATA)
+            data = c.get_item(CONTOUR_DATA)
             if declared is None or data is None:
                 continue
             value = data.value
@@ -363,7 +370,7 @@ def _value_count(encoded: bytes | None) -> int:
 def _contour_roi_numbers(ds: Dataset, contours: list[EncodedItem] | None) -> Iterator[int]:
     """The ReferencedROINumber of each ROI Contour Sequence item that has one."""
     if contours is not None:
-        texts: Iterable[object] = (roi.text(_REFERENCED_ROI_NUMBER) for roi in contours)
+        texts: Iterable[object] = (roi.text(REFERENCED_ROI_NUMBER) for roi in contours)
     else:
         texts = (item.get("ReferencedROINumber") for item in ds.get("ROIContourSequence", []))
     for text in texts:
@@ -373,23 +380,17 @@ def _contour_roi_numbers(ds: Dataset, contours: list[EncodedItem] | None) -> Ite
 
 
 def _declared_points(value: object) -> int | None:
-    """NumberOfContourPoints as encoded, when it is the usual few digits.
+    """NumberOfContourPoints, encoded or as pydicom converted it.
 
-    These are parsed directly: pydicom's conversion of thousands of IS values costs more
-    than the rest of the contour checks together. Anything else is left to pydicom (the
-    dataset path) or to :class:`~pydicom.valuerep.IS` (the bytes path).
+    The usual value, a few digits as encoded, is parsed directly: pydicom's conversion of
+    thousands of IS values costs more than the rest of the contour checks together.
+    Anything else goes through :func:`~rtcheck.encoded.integer_string`.
     """
     if isinstance(value, bytes):
         digits = value.strip(b" \x00")
         if len(digits) <= 9 and digits.isdigit():
             return int(digits)
-        return integer_string(digits)
-    return None
-
-
-_NUMBER_OF_CONTOUR_POINTS = 0x30060046
-_CONTOUR_DATA = 0x30060050
-_REFERENCED_ROI_NUMBER = 0x30060084
+    return integer_string(value)
 
 
 def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:

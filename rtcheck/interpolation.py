@@ -247,15 +247,14 @@ class _Block:
         np.minimum.at(smallest_ring, ring_plane, ring_area)
         # ...unless the holes and extra parts hold so little of the structure (vessels left
         # out of a lung) that sampling them coarsely cannot matter: then the largest part
-        # sets the step, and the sections count as plain (the outline's move, not the
-        # Hausdorff distance to a hole that appears, decides the sub-slabs)
+        # sets the step, and the sections count as plain (the largest part's outline, not
+        # its distance to a hole that appears, decides the sub-slabs)
         exterior = np.r_[True, ring_part[1:] != ring_part[:-1]]  # each part's first ring
         largest = np.zeros(len(shapes))
         np.maximum.at(largest, ring_plane[exterior], ring_area[exterior])
         enclosed = float(ring_area[exterior].sum())
         minor = float(ring_area[~exterior].sum()) + enclosed - float(largest.sum())
-        self.minor_features = minor / enclosed if enclosed > 0 else 0.0
-        self.negligible = self.minor_features < MINOR_FEATURES
+        self.negligible = minor < MINOR_FEATURES * enclosed
         self.radius = math.sqrt(median(largest if self.negligible else smallest_ring) / math.pi)
         self.bulk_step = max(MAX_STEP_MM, BULK_RELATIVE_STEP * self.radius)
         self.outline_plain = self.plain | self.negligible
