@@ -382,6 +382,7 @@ def run() -> NoReturn:
     for hours, keep the collector.
     """
     _without_pydantic_plugins()
+    _one_blas_thread()
     args = _normalise(sys.argv[1:])
     one_shot = not args or args[0] not in _SERVICES
     if one_shot:
@@ -405,6 +406,20 @@ def _without_pydantic_plugins() -> None:
     program sets the variable themselves (``PYDANTIC_DISABLE_PLUGINS=`` enables them all).
     """
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
+def _one_blas_thread() -> None:
+    """Keep numpy's OpenBLAS to the calling thread, unless the environment already says otherwise.
+
+    OpenBLAS starts a thread per core when numpy is imported, and those threads spin for a
+    while before they sleep: on two cores, 0.13 s of CPU on the second core for every
+    check, and more cores taken from the node's and the audit's other workers. rtcheck has
+    no matrix product large enough to gain from them. The variable is read once, when
+    numpy is first imported, so it is set here, before any command imports numpy; the
+    node's and audit's worker processes inherit it. Setting ``OPENBLAS_NUM_THREADS``
+    oneself keeps one's own choice.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _end_now(code: int) -> NoReturn:

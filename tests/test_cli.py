@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -367,3 +368,29 @@ def test_committed_example_courses_are_per_protocol(
     assert report["arm"]["arm"] == arm
     assert {r["status"] for r in report["rules"]} == {"per_protocol"}
     assert code == ExitCode.PER_PROTOCOL
+
+
+def _threads_after_numpy(prelude: str, **env: str) -> int:
+    """Threads of a fresh Python that runs ``prelude`` and then imports numpy."""
+    code = f"{prelude}\nimport os, numpy\nprint(len(os.listdir('/proc/self/task')))"
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"} | env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environ)
+    return int(out.stdout)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or (os.cpu_count() or 1) < 2, reason="threads seen in /proc")
+def test_the_program_keeps_numpy_to_one_thread_unless_told_otherwise() -> None:
+    # The program sets the variable before numpy's first import, which must not come with the CLI module.
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys, rtcheck.cli; print('numpy' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "False"
+    assert _threads_after_numpy("") > 1  # what numpy does by itself on this machine
+    assert _threads_after_numpy("from rtcheck.cli import _one_blas_thread; _one_blas_thread()") == 1
+    own_choice = _threads_after_numpy(
+        "from rtcheck.cli import _one_blas_thread; _one_blas_thread()", OPENBLAS_NUM_THREADS="2"
+    )
+    assert own_choice == 2
