@@ -126,12 +126,14 @@ def test_pvdr_reports_both_definitions(course_dir) -> None:
     assert rule.value > 2.0
 
 
-@pytest.mark.parametrize("variant", ["compliant", "peak_outside_gtv", "peak_margin_10_4mm"])
+@pytest.mark.parametrize(
+    "variant", ["compliant", "peak_outside_gtv", "peak_margin_10_4mm", "valley_contoured", "valley_xor"]
+)
 def test_pvdr_matches_the_analytic_valley_of_the_phantom(course_dir, variant: str) -> None:
-    """The derived valley (GTV minus the peaks grown by 5 mm) is a difference of spheres
-    whose mean dose the phantom's analytic dose gives on a fine grid, without rtcheck's
-    geometry: the PVDR, in which a few percent decide between two centres' lattices, is
-    held to 3 %."""
+    """The valley (GTV minus the peaks grown by 5 mm: derived by rtcheck, or drawn as a
+    structure with holes, nested or XOR) is a difference of spheres whose mean dose the
+    phantom's analytic dose gives on a fine grid, without rtcheck's geometry: the PVDR, in
+    which a few percent decide between two centres' lattices, is held to 3 %."""
     from rtcheck.phantom import build_spec
 
     spec = build_spec(variant)
@@ -151,5 +153,6 @@ def test_pvdr_matches_the_analytic_valley_of_the_phantom(course_dir, variant: st
     valley_dmean = total / count  # about 0.28 Gy per fraction
     rule = check(course_dir(variant)).rule("sfrt.pvdr")
     assert rule is not None and rule.value is not None
+    assert ("GTV_Valley" in rule.structures) == variant.startswith("valley_")  # the drawn one when there is one
     # every peak lies inside the SFRT plateau of 10.3 Gy per fraction, so its mean is that
     assert rule.value == pytest.approx(10.3 / valley_dmean, rel=0.03)
