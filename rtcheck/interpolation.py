@@ -18,6 +18,10 @@ quadratic in z (spheres, ellipsoids, cones) and close for the rest. Where a plan
 several parts, their summed area says nothing about each, and the blend stays linear; a
 part that meets nothing on the neighbouring plane (a lesion starting or ending between
 planes) keeps its section up to the middle of the interval, the classic half spacing.
+So does a hole that meets no hole on the neighbouring plane (a valley drawn around a peak,
+at the peak's pole): blended with the distance to an outline far away, it would close
+early and the valley would take in the peak's steep dose. Where a hole starts or ends,
+the area jumps, so the intervals around it keep the linear blend.
 
 End caps
 --------
@@ -56,13 +60,14 @@ appears far from the outline would otherwise call for the finest sub-slabs all a
 Libraries
 ---------
 The sections at intermediate heights are the filled iso-contours of the blended distance
-sampled on a grid (``GRID_NODES`` along a block's longer side, exact distances at the
-nodes, so marching squares places the outline to hundredths of a millimetre on smooth
-shapes): contourpy, the marching-squares engine matplotlib already depends on, traces
-them with their holes. The distances at the nodes are exact distances to the outline's
-segments, computed with numpy for the nodes within reach of each segment (a window around
-it on the regular grid, so no search structure is needed); shapely gives inside/outside,
-areas, inradii and the clipping of what is traced.
+sampled on a grid (``GRID_NODES`` along a block's longer side and at least ten nodes
+across its typical smallest part or hole, exact distances at the nodes, so marching
+squares places the outline to hundredths of a millimetre on smooth shapes): contourpy, the
+marching-squares engine matplotlib already depends on, traces them with their holes. The
+distances at the nodes are exact distances to the outline's segments, computed with numpy
+for the nodes within reach of each segment (a window around it on the regular grid, so no
+search structure is needed); shapely gives inside/outside, areas, inradii and the clipping
+of what is traced.
 """
 
 from __future__ import annotations
@@ -220,13 +225,30 @@ class _Block:
         self.single = shapely.get_type_id(shapes) == shapely.GeometryType.POLYGON
         self.plain = self.single & (shapely.get_num_interior_rings(shapes) == 0)  # no hole, one part
         x0, y0, x1, y1 = shapely.total_bounds(shapes)
-        # GRID_NODES along the sections' longer side, and at least ten across the typical
-        # smallest part (a small lesion drawn in one ROI with a large one)
         parts, plane = shapely.get_parts(shapes, return_index=True)
-        smallest = np.full(len(shapes), np.inf)
-        np.minimum.at(smallest, plane, shapely.area(parts))
-        part_size = math.sqrt(median(smallest))
-        self.step = max(min(max(x1 - x0, y1 - y0) / GRID_NODES, part_size / 10), MIN_GRID_MM)
+        smallest_part = np.full(len(shapes), np.inf)
+        np.minimum.at(smallest_part, plane, shapely.area(parts))
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        ring_area = shapely.area(shapely.polygons(rings))
+        ring_plane = plane[ring_part]
+        smallest_ring = np.full(len(shapes), np.inf)
+        np.minimum.at(smallest_ring, ring_plane, ring_area)
+        # Holes and extra parts that hold so little of the structure (vessels left out of
+        # a lung) that sampling them coarsely cannot matter are negligible: the largest
+        # part then sets the bulk step below, and the sections count as plain (the largest
+        # part's outline, not its distance to a hole that appears, decides the sub-slabs).
+        exterior = np.r_[True, ring_part[1:] != ring_part[:-1]]  # each part's first ring
+        largest = np.zeros(len(shapes))
+        np.maximum.at(largest, ring_plane[exterior], ring_area[exterior])
+        enclosed = float(ring_area[exterior].sum())
+        minor = float(ring_area[~exterior].sum()) + enclosed - float(largest.sum())
+        self.negligible = minor < MINOR_FEATURES * enclosed
+        # GRID_NODES along the sections' longer side, and at least ten across the typical
+        # smallest part (a small lesion drawn in one ROI with a large one) or, unless
+        # negligible, hole (a valley's hole around a peak): marching squares on a coarser
+        # grid cuts the corners of a hole's distances and shrinks it by step^2 / (8 r)
+        feature = math.sqrt(median(smallest_part if self.negligible else smallest_ring))
+        self.step = max(min(max(x1 - x0, y1 - y0) / GRID_NODES, feature / 10), MIN_GRID_MM)
         pad = 1.5 * self.step
         self.xs = np.arange(x0 - pad, x1 + pad + self.step, self.step)
         self.ys = np.arange(y0 - pad, y1 + pad + self.step, self.step)
@@ -239,25 +261,15 @@ class _Block:
         radius = np.sqrt(self.areas / np.pi)
         self.moves = np.maximum(np.abs(np.diff(bounds, axis=0)).max(axis=1, initial=0.0), np.abs(np.diff(radius)))
         # the bulk step follows the smallest feature: the equivalent radius of the typical
-        # smallest ring, a hole (a valley's peaks) or a part (one of several lesions)...
-        rings, ring_part = shapely.get_rings(parts, return_index=True)
-        ring_area = shapely.area(shapely.polygons(rings))
-        ring_plane = plane[ring_part]
-        smallest_ring = np.full(len(shapes), np.inf)
-        np.minimum.at(smallest_ring, ring_plane, ring_area)
-        # ...unless the holes and extra parts hold so little of the structure (vessels left
-        # out of a lung) that sampling them coarsely cannot matter: then the largest part
-        # sets the step, and the sections count as plain (the largest part's outline, not
-        # its distance to a hole that appears, decides the sub-slabs)
-        exterior = np.r_[True, ring_part[1:] != ring_part[:-1]]  # each part's first ring
-        largest = np.zeros(len(shapes))
-        np.maximum.at(largest, ring_plane[exterior], ring_area[exterior])
-        enclosed = float(ring_area[exterior].sum())
-        minor = float(ring_area[~exterior].sum()) + enclosed - float(largest.sum())
-        self.negligible = minor < MINOR_FEATURES * enclosed
+        # smallest ring, a hole (a valley's peaks) or a part (one of several lesions)
         self.radius = math.sqrt(median(largest if self.negligible else smallest_ring) / math.pi)
         self.bulk_step = max(MAX_STEP_MM, BULK_RELATIVE_STEP * self.radius)
         self.outline_plain = self.plain | self.negligible
+        self._holes = shapely.polygons(rings[~exterior])
+        self._hole_plane = ring_plane[~exterior]
+        self._lone: dict[tuple[int, int], np.ndarray] = {}
+        self._lone_part: dict[tuple[int, int], np.ndarray] = {}
+        self._near: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._inside: dict[int, np.ndarray] = {}
         self._signed: dict[int, tuple[float, np.ndarray]] = {}
         self._inradii: dict[int, float] = {}
@@ -316,6 +328,8 @@ class _Block:
                 mid = 0.5 * (z0 + z1)
                 return [(0.5 * (z0 + mid), z0, mid, self.shapes[i]), (0.5 * (mid + z1), mid, z1, self.shapes[i + 1])]
         k = int(np.clip(math.ceil(move / max_step), 1, max(1, math.floor(h / MIN_SUBSLAB_MM))))
+        if self._holes_change(i):
+            k += k % 2  # a hole that starts or ends does so in the middle: a sub-slab's edge
         t = (np.arange(k) + 0.5) / k
         sections = self._sections_between(i, t)
         return [
@@ -354,11 +368,13 @@ class _Block:
         extra = float(np.abs(np.sqrt(curve / np.pi) - radius.min()).max()) if curve is not None else 0.0
         reach = 2 * self.moves[i] + extra + self.pad + self.step
         v1, v2 = self.signed(i, reach), self.signed(i + 1, reach)
+        if self._lone_change(i):  # a lone part or hole: its own plane's distances, mirrored
+            (part, hole), (part_up, hole_up) = self._near_lone(i, i + 1), self._near_lone(i + 1, i)
+            v2 = np.where(part, np.abs(v1), np.where(hole, -np.abs(v1), v2))
+            v1 = np.where(part_up, np.abs(v2), np.where(hole_up, -np.abs(v2), v1))
         simple = self.single[i] and self.single[i + 1] and shapely.intersects(self.shapes[i], self.shapes[i + 1])
         limit = None
         if not simple:
-            v2 = np.where(self._unmatched(i, i + 1), np.abs(v1), v2)
-            v1 = np.where(self._unmatched(i + 1, i), np.abs(v2), v1)
             # Marching squares cannot resolve a neck finer than the grid (two parts touching
             # at a point): what is traced is kept within the two sections, or within reach
             # of their union where the area's curve makes the surface bulge beyond both.
@@ -390,25 +406,63 @@ class _Block:
         tent = np.clip(1.0 - np.abs(grids) / self.step, 0.0, None)
         return ramp.sum(axis=(1, 2)) * self.step**2, tent.sum(axis=(1, 2)) * self.step
 
-    def _unmatched(self, i: int, j: int) -> np.ndarray:
-        """Which grid nodes lie at a part of section i that meets nothing on plane j (a
-        lesion ending, or starting, between the two planes).
+    def _lone_holes(self, i: int, j: int) -> np.ndarray:
+        """The holes of section i (as polygons) that meet no hole of section j."""
+        if (i, j) not in self._lone:
+            mine, theirs = self._holes[self._hole_plane == i], self._holes[self._hole_plane == j]
+            if len(mine) and len(theirs):
+                mine = mine[~shapely.intersects(mine[:, None], theirs[None, :]).any(axis=1)]
+            self._lone[(i, j)] = mine
+        return self._lone[(i, j)]
 
-        The other plane's distance there is that of an unrelated outline; the part is
-        instead given the classic half spacing: it keeps its section up to the middle of
-        the interval and stops.
+    def _lone_parts(self, i: int, j: int) -> np.ndarray:
+        """The parts of section i that meet nothing on plane j."""
+        if (i, j) not in self._lone_part:
+            parts = shapely.get_parts(self.shapes[i])
+            self._lone_part[(i, j)] = parts[~shapely.intersects(parts, self.shapes[j])]
+        return self._lone_part[(i, j)]
+
+    def _holes_change(self, i: int) -> bool:
+        """Whether a hole starts or ends between planes i and i + 1."""
+        return bool(len(self._lone_holes(i, i + 1)) or len(self._lone_holes(i + 1, i)))
+
+    def _lone_change(self, i: int) -> bool:
+        """Whether a part or a hole starts or ends between planes i and i + 1."""
+        return bool(len(self._lone_parts(i, i + 1)) or len(self._lone_parts(i + 1, i)) or self._holes_change(i))
+
+    def _near_lone(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Which grid nodes lie at a part of section i that meets nothing on plane j (a
+        lesion ending, or starting, between the two planes), and which at a hole of
+        section i that meets no hole there, where plane j is solid.
+
+        Plane j's distance there is that of an unrelated outline. Blended with it, a hole
+        would close early, at a fraction of the interval set by how far that outline is:
+        near a valley's peak, the hole drawn around it would lose its end and the valley
+        would take in the peak's steep dose. Both are instead given the classic half
+        spacing: plane j's distance there is taken as section i's mirrored (a part's
+        distances inside it made positive, a hole's made negative), so that the blend
+        fades to zero at the middle of the interval. Up to there the grid's nodes keep
+        their side, and the outline between them draws in by less than a grid cell.
         """
-        parts = shapely.get_parts(self.shapes[i])
-        alone = parts[~shapely.intersects(parts, self.shapes[j])]
-        if len(alone) == 0:
-            return np.zeros(self.x.shape, dtype=bool)
-        region = shapely.buffer(shapely.union_all(alone), 2 * self.step)
-        shapely.prepare(region)
-        return shapely.contains_xy(region, self.x, self.y) & ~self.inside(j)
+        if (i, j) not in self._near:
+            masks = []
+            for alone, where in (
+                (self._lone_parts(i, j), ~self.inside(j)),
+                (self._lone_holes(i, j), self.inside(j)),
+            ):
+                if len(alone) == 0:
+                    masks.append(np.zeros(self.x.shape, dtype=bool))
+                    continue
+                region = shapely.buffer(shapely.union_all(alone), 2 * self.step)
+                shapely.prepare(region)
+                masks.append(shapely.contains_xy(region, self.x, self.y) & where)
+            self._near[(i, j)] = (masks[0], masks[1])
+        return self._near[(i, j)]
 
     def _area_curve(self, i: int, t: np.ndarray) -> np.ndarray | None:
         """The sections' areas at fractions ``t`` of interval i along a smooth curve, or
-        None where a plane holds several parts (their summed area says nothing about each).
+        None where a plane holds several parts (their summed area says nothing about each)
+        or a hole starts or ends within an interval whose areas set the curve.
 
         Linear interpolation of two concentric circles' distances moves the radius linearly
         (a frustum) where a sphere's area is quadratic in z. The areas are interpolated by
@@ -418,6 +472,8 @@ class _Block:
         """
         if not self.single[max(i - 1, 0) : i + 3].all():
             return None
+        if any(self._holes_change(k) for k in range(max(i - 1, 0), min(i + 2, len(self.z) - 1))):
+            return None  # the area jumps where a hole starts or ends: no smooth curve through it
         h = self.z[i + 1] - self.z[i]
         slope = self._slopes(i)
         a1, a2 = self.areas[i], self.areas[i + 1]

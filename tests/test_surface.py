@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import shapely
 from scipy.integrate import quad
 from scipy.optimize import brentq
 
@@ -338,6 +339,37 @@ def test_small_holes_do_not_set_a_large_structures_sampling(spacing: float) -> N
     # sphere without them (more sub-slabs would not change the volume beyond the bound above)
     plain = g.solid_from_roi(_sphere_with_bubbles(radius, [], spacing))
     assert len(solid.bulk.slabs) == len(plain.bulk.slabs)
+
+
+def test_a_part_or_hole_that_meets_nothing_keeps_its_section_to_the_middle() -> None:
+    """A hole drawn on a plane but not on the next ends between them at the classic half
+    spacing, as a part that meets nothing does; so does a hole that starts. Blended with the
+    distance to the outline, 14 mm away, the ending hole would close a quarter of the way
+    (a drawn valley would then take in its peak's steep dose). Up to the middle each keeps
+    its section, drawn in by less than a grid cell as its distances fade."""
+    ending, starting, part = (6.0, 0.0, 5.0), (-8.0, 0.0, 4.0), (30.0, 0.0, 3.0)  # (x, y, r)
+    contours = []
+    for z in (0.0, 3.0, 6.0, 9.0, 12.0):
+        contours.append(ring(_circle(0.0, 0.0, 20.0), z))
+        for (x, y, r), drawn in ((ending, z <= 3.0), (starting, 6.0 <= z <= 9.0), (part, z <= 3.0)):
+            if drawn:
+                contours.append(ring(_circle(x, y, r), z))
+    solid = g.solid_from_roi(Roi(1, "holes", None, tuple(contours)))
+
+    def around(z: float, where: tuple[float, float, float]) -> float:
+        """Area of the section's hole or part around ``where`` (0 where there is none)."""
+        section = next(s.shape for s in solid.slabs if s.z_min <= z < s.z_max)
+        pieces = shapely.get_parts(section)
+        holes = [shapely.Polygon(hole) for piece in pieces for hole in piece.interiors]
+        point = shapely.Point(where[:2])
+        return sum(p.area for p in [*holes, *pieces] if p.contains(point) and p.area < 200)
+
+    drawn = {where: shapely.Polygon(_circle(*where)).area for where in (ending, starting, part)}
+    for t, kept in ((0.05, 0.97), (0.2, 0.9), (0.45, 0.8)):  # fractions of the interval from z = 3 to z = 6
+        for where in (ending, part):
+            assert kept * drawn[where] <= around(3.0 + 3.0 * t, where) <= 1.01 * drawn[where]
+        assert kept * drawn[starting] <= around(6.0 - 3.0 * t, starting) <= 1.01 * drawn[starting]
+        assert around(3.0 + 3.0 * t, starting) == around(6.0 - 3.0 * t, ending) == around(6.0 - 3.0 * t, part) == 0.0
 
 
 @pytest.mark.parametrize("spacing", [2.0, 3.0])
