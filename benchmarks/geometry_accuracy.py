@@ -7,6 +7,9 @@ centres and directions, it prints the largest error against the closed-form trut
 * the margin of a peak (8-20 mm across) inside a GTV (50-70 mm across), and the surface
   distance between two spheres, in random directions;
 * volumes;
+* the holes of a drawn valley: two spherical holes (a peak's sphere grown by 5 mm, 8-12 mm
+  in radius) inside a sphere of 30-40 mm, their volume taken as the plain sphere's minus
+  the holed one's (each contoured alike), against the holes' closed-form volume;
 * the DVH's D99, D95 and Dmean under linear dose gradients along z (every family) and
   along x (spheres, ellipsoids, cylinders along z: the families whose distribution along
   x is closed-form);
@@ -43,6 +46,7 @@ from test_surface import (
     cylinder_along_z,
     ellipsoid,
     sphere,
+    sphere_with_holes,
     unit,
 )
 
@@ -91,6 +95,26 @@ def distances(spacing: float, rng: np.random.Generator, cases: int) -> tuple[flo
         b = both(sphere(r2, tuple(c1 + u * (r1 + r2 + gap))).roi(spacing))
         for k in range(2):
             worst[k] = max(worst[k], abs(g.min_distance_mm(a[k], b[k]) - gap))
+    return worst[0], worst[1]
+
+
+def holes(spacing: float, rng: np.random.Generator, cases: int) -> tuple[float, float]:
+    """Largest |relative error| (%) of the holes' volume, interpolated and staircase."""
+    worst = [0.0, 0.0]
+    for _ in range(cases):
+        radius, phase = rng.uniform(30.0, 40.0), rng.uniform(0, spacing)
+        # on opposite sides of the centre along a random direction, 3 mm inside the sphere
+        u = unit(rng.normal(size=3))
+        bubbles = []
+        for side in (1.0, -1.0):
+            r = rng.uniform(8.0, 12.0)
+            c = side * u * rng.uniform(r + 1.5, radius - r - 3.0)
+            bubbles.append((float(c[0]), float(c[1]), float(c[2]), r))
+        truth = sum(4 / 3 * math.pi * b[3] ** 3 for b in bubbles) / 1000
+        plain = both(sphere_with_holes(radius, [], spacing, phase))
+        holed = both(sphere_with_holes(radius, bubbles, spacing, phase))
+        for k in range(2):
+            worst[k] = max(worst[k], 100 * abs((plain[k].volume_cc - holed[k].volume_cc) / truth - 1))
     return worst[0], worst[1]
 
 
@@ -197,12 +221,14 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=6, help="random cases per quantity and spacing")
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
+    holes_rng = np.random.default_rng(2027)  # its own draws: the other rows stay as they were
     rows: dict[str, dict[float, tuple[float, float]]] = {}
     for spacing in SPACINGS:
         rows.setdefault("margin, peak in GTV (mm)", {})[spacing] = margins(spacing, rng, args.cases)
         rows.setdefault("surface distance (mm)", {})[spacing] = distances(spacing, rng, args.cases)
         for name, cell in volumes_and_dvh(spacing, rng, max(2, args.cases // 2)).items():
             rows.setdefault(f"{name} (%)", {})[spacing] = (cell[0], cell[1])
+        rows.setdefault("holes' volume, drawn valley (%)", {})[spacing] = holes(spacing, holes_rng, args.cases)
         print(f"  ... {spacing} mm done", file=sys.stderr)
     head = " | ".join(f"{s:g} mm" for s in SPACINGS)
     print(f"| largest error: interpolated / staircase | {head} |")

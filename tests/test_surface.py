@@ -310,11 +310,13 @@ def test_median_is_numpys(size: int) -> None:
     assert median(np.round(values)) == float(np.median(np.round(values)))
 
 
-def _sphere_with_bubbles(radius: float, bubbles: list[tuple[float, float, float, float]], spacing: float) -> Roi:
+def sphere_with_holes(
+    radius: float, bubbles: list[tuple[float, float, float, float]], spacing: float, phase: float = 0.4
+) -> Roi:
     """A sphere with spherical holes (x, y, z, r) inside it, contoured on planes every ``spacing``:
     the outer circle and each hole's circle (even-odd: a hole) on every plane."""
     contours = []
-    for z in planes(-radius, radius, spacing, 0.4):
+    for z in planes(-radius, radius, spacing, phase):
         outer = _circle(0.0, 0.0, math.sqrt(max(radius**2 - z**2, 0.0)))
         if outer is None:
             continue
@@ -332,12 +334,12 @@ def test_small_holes_do_not_set_a_large_structures_sampling(spacing: float) -> N
     radius = 45.0
     bubbles = [(-20.0, 5.0, -12.3, 3.0), (15.0, -10.0, 4.1, 2.5), (0.0, 22.0, 17.7, 3.5), (8.0, 8.0, -25.2, 2.0)]
     truth = 4 / 3 * math.pi * (radius**3 - sum(b[3] ** 3 for b in bubbles)) / 1000
-    solid = g.solid_from_roi(_sphere_with_bubbles(radius, bubbles, spacing))
+    solid = g.solid_from_roi(sphere_with_holes(radius, bubbles, spacing))
     assert solid.bulk.volume_cc == pytest.approx(truth, rel=0.005)
     assert solid.volume_cc == pytest.approx(truth, rel=0.005)
     # the holes appear and vanish far from the outline: the bulk sampling is the one of the
     # sphere without them (more sub-slabs would not change the volume beyond the bound above)
-    plain = g.solid_from_roi(_sphere_with_bubbles(radius, [], spacing))
+    plain = g.solid_from_roi(sphere_with_holes(radius, [], spacing))
     assert len(solid.bulk.slabs) == len(plain.bulk.slabs)
 
 
@@ -378,6 +380,6 @@ def test_large_holes_keep_setting_the_sampling(spacing: float) -> None:
     radius = 35.0
     bubbles = [(-14.0, 0.0, -6.2, 9.0), (14.0, 0.0, 7.9, 9.0), (0.0, 14.0, 0.3, 9.0)]
     truth = 4 / 3 * math.pi * (radius**3 - sum(b[3] ** 3 for b in bubbles)) / 1000
-    solid = g.solid_from_roi(_sphere_with_bubbles(radius, bubbles, spacing))
+    solid = g.solid_from_roi(sphere_with_holes(radius, bubbles, spacing))
     assert solid.bulk.volume_cc == pytest.approx(truth, rel=0.005)
     assert len(solid.bulk.slabs) > len(solid.slabs) / 2
