@@ -332,7 +332,11 @@ def structure_sanity(
     known = set(ss.rois)
     for item in ds.get("RTROIObservationsSequence", []):
         ref = item.get("ReferencedROINumber")
-        if ref is not None and int(ref) not in known:
+        if ref is None:
+            continue
+        if integer_string(ref) is None:
+            out.add("ReferencedROINumber", f"RT ROI observation references ROI number {str(ref)!r}, not an integer")
+        elif integer_string(ref) not in known:
             out.add("ReferencedROINumber", f"RT ROI observation references unknown ROI number {ref}")
     for ref in _contour_roi_numbers(ds, contours):
         if ref not in known:
@@ -409,9 +413,13 @@ def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     if summation not in SUMMATION_TYPES:
         out.add("DoseSummationType", f"DoseSummationType {summation!r} is not a defined term")
     scaling = ds.get("DoseGridScaling")
-    if "PixelData" in ds and (scaling in (None, "") or float(scaling) <= 0):
+    if "PixelData" in ds and not _positive_number(scaling):
         out.add("DoseGridScaling", f"DoseGridScaling is {scaling!r}: pixel values cannot be turned into dose")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    declared = ds.get("NumberOfFrames")
+    frames = 1 if declared in (None, "") else integer_string(declared)
+    if frames is None:
+        out.add("NumberOfFrames", f"NumberOfFrames is {str(declared)!r}, not an integer")
+        frames = 1
     offsets = ds.get("GridFrameOffsetVector")
     if frames > 1:
         if offsets is None or len(offsets) != frames:
@@ -465,3 +473,11 @@ def course_consistency(course: Course) -> list[IntegrityFinding]:
                 )
                 items.append(_error(plan.source.path, "ReferencedROINumber", message))
     return items
+
+
+def _positive_number(value: object) -> bool:
+    """Whether a DS value is a number above zero (a value that is not a number is not)."""
+    try:
+        return value not in (None, "") and float(value) > 0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
