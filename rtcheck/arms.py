@@ -34,7 +34,8 @@ class ArmAssignment:
 
 def part_name(part: ComponentPart) -> str:
     fx = part.fraction_group.fractions_planned
-    return f"{part.plan.display_name} / fraction group {part.fraction_group.number} ({fx} fx)"
+    fractions = "fractions not stated" if fx is None else f"{fx} fx"
+    return f"{part.plan.display_name} / fraction group {part.fraction_group.number} ({fractions})"
 
 
 def target_roi_numbers(plan: Plan, part: ComponentPart) -> set[int]:

@@ -9,7 +9,8 @@ layout mean nothing: planning systems name exports as they like.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,6 +343,18 @@ def load_course(files: CourseFiles) -> tuple[Course, list[IntegrityFinding]]:
     return loaded.course, loaded.integrity
 
 
+@contextmanager
+def _convertible_values(path: Path) -> Iterator[None]:
+    """pydicom converts a value the first time it is asked for. A value it keeps as written
+    (a number that is not one) is the integrity check's to report; one it cannot hold at
+    all (an IS of "1e999", which overflows its int) makes the file unusable: an InputError
+    naming it, not an internal error."""
+    try:
+        yield
+    except OverflowError as exc:
+        raise InputError(path, f"a value cannot be read ({exc})") from exc
+
+
 def read_course(files: CourseFiles) -> LoadedCourse:
     """Read each of the course's files once into the course model.
 
@@ -356,8 +369,9 @@ def read_course(files: CourseFiles) -> LoadedCourse:
     plan_datasets: dict[str, Dataset] = {}
     for f in files.plans:
         read = read_file(f.path)
-        findings += conformance(f.path, read.dataset) + plan_sanity(f.path, read.dataset)
-        plan = plan_from_dataset(f.path, read.dataset, read.sha256)
+        with _convertible_values(f.path):
+            findings += conformance(f.path, read.dataset) + plan_sanity(f.path, read.dataset)
+            plan = plan_from_dataset(f.path, read.dataset, read.sha256)
         plans.append(plan)
         plan_datasets[plan.uid] = read.dataset
     structure_set = None
@@ -365,15 +379,17 @@ def read_course(files: CourseFiles) -> LoadedCourse:
         path = files.structure_set.path
         read = read_file(path)
         contours = roi_contour_items(path, read.dataset)  # walked once, for the model and the checks
-        structure_set = structure_set_from_dataset(path, read.dataset, read.sha256, contours)
-        findings += conformance(path, read.dataset, contours)
-        findings += structure_sanity(path, read.dataset, structure_set, contours)
+        with _convertible_values(path):
+            structure_set = structure_set_from_dataset(path, read.dataset, read.sha256, contours)
+            findings += conformance(path, read.dataset, contours)
+            findings += structure_sanity(path, read.dataset, structure_set, contours)
     doses = []
     dose_datasets: dict[str, Dataset] = {}
     for f in files.doses:
         read = read_file(f.path)
-        findings += conformance(f.path, read.dataset) + dose_sanity(f.path, read.dataset)
-        dose = dose_header_from_dataset(f.path, read.dataset, read.sha256)
+        with _convertible_values(f.path):
+            findings += conformance(f.path, read.dataset) + dose_sanity(f.path, read.dataset)
+            dose = dose_header_from_dataset(f.path, read.dataset, read.sha256)
         doses.append(dose)
         dose_datasets[dose.source.sop_instance_uid] = read.dataset
     course = Course(

@@ -87,7 +87,7 @@ def integer_string(value: object) -> int | None:
             value = value.strip(" \x00")
             value = IS(value) if value else None
         return None if value is None or value == "" else int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "1e999" is no integer either
         return None
 
 

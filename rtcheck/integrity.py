@@ -274,9 +274,11 @@ def plan_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     numbers = []
     for fg in groups:
         number = fg.get("FractionGroupNumber")
-        numbers.append(number)
+        if integer_string(number) is None:
+            out.add("FractionGroupNumber", f"fraction group number {str(number)!r} is not an integer")
+        numbers.append(str(number))  # as written: a value with several numbers is not hashable
         n = fg.get("NumberOfFractionsPlanned")
-        if n in (None, "") or int(n) <= 0:
+        if (integer_string(n) or 0) <= 0:  # absent, empty, not an integer, or not positive
             out.add("NumberOfFractionsPlanned", f"fraction group {number}: NumberOfFractionsPlanned is {n!r}")
     if len(set(numbers)) != len(numbers):
         out.add("FractionGroupNumber", f"fraction group numbers are not unique: {numbers}")
@@ -420,15 +422,19 @@ def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     if frames is None:
         out.add("NumberOfFrames", f"NumberOfFrames is {str(declared)!r}, not an integer")
         frames = 1
-    offsets = ds.get("GridFrameOffsetVector")
+    declared_offsets = ds.get("GridFrameOffsetVector")
+    offsets = _decimals(declared_offsets)
     if frames > 1:
         if offsets is None or len(offsets) != frames:
-            n = "absent" if offsets is None else f"{len(offsets)} values"
+            n = (
+                "absent"
+                if declared_offsets in (None, "")
+                else "not numbers"
+                if offsets is None
+                else f"{len(offsets)} value(s)"
+            )
             out.add("GridFrameOffsetVector", f"GridFrameOffsetVector is {n} for {frames} frames")
-        elif np.any(np.diff(np.asarray(offsets, dtype=float)) == 0) or not (
-            np.all(np.diff(np.asarray(offsets, dtype=float)) > 0)
-            or np.all(np.diff(np.asarray(offsets, dtype=float)) < 0)
-        ):
+        elif not (np.all(np.diff(offsets) > 0) or np.all(np.diff(offsets) < 0)):
             out.add("GridFrameOffsetVector", "GridFrameOffsetVector is not strictly monotonic")
     if summation == "FRACTION" and not any(
         ref.get("ReferencedFractionGroupSequence") for ref in ds.get("ReferencedRTPlanSequence", [])
@@ -481,3 +487,14 @@ def _positive_number(value: object) -> bool:
         return value not in (None, "") and float(value) > 0  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
+
+
+def _decimals(value: object) -> np.ndarray | None:
+    """A DS value of one or several numbers as floats; None when absent or not all numbers."""
+    if value is None or value == "":
+        return None
+    items = list(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes) else [value]
+    try:
+        return np.asarray(items, dtype=float)
+    except (TypeError, ValueError):
+        return None

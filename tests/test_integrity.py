@@ -101,3 +101,22 @@ def test_a_dose_value_that_is_not_a_number_is_an_error_not_a_crash(
     rules = {r["id"]: r for r in json.loads(capsys.readouterr().out)["reports"][0]["rules"]}
     peak = rules["sfrt.peak_dose"]  # the SFRT dose is that file's: no dose rule on it may pass
     assert peak["status"] == "not_evaluable" and "RD.SFRT.dcm" in peak["message"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # pydicom's, on reading the bad value
+def test_a_number_of_fractions_that_is_not_a_number_is_an_error_not_a_crash(
+    course_dir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(course_dir("compliant"), tmp_path / "c")
+    path = tmp_path / "c" / "RP.LDRT.dcm"
+    ds = pydicom.dcmread(path)
+    tag = 0x300A0078  # NumberOfFractionsPlanned
+    ds.FractionGroupSequence[0][tag] = RawDataElement(Tag(tag), "IS", 4, b"abc ", 0, False, True)
+    ds.save_as(path)
+    (files,) = find_courses([tmp_path / "c"])
+    _, findings = load_course(files)
+    assert any(f.message == "fraction group 1: NumberOfFractionsPlanned is 'abc'" for f in findings)
+    assert main([str(tmp_path / "c"), "--format", "json"]) == ExitCode.NOT_EVALUABLE
+    rules = {r["id"]: r for r in json.loads(capsys.readouterr().out)["reports"][0]["rules"]}
+    assert rules["ldrt.fractions"]["status"] == "not_evaluable"
+    assert "fractions not stated" in rules["ldrt.fractions"]["message"]
