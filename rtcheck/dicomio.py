@@ -45,6 +45,7 @@ from .encoded import (
     CONTOUR_SEQUENCE,
     REFERENCED_ROI_NUMBER,
     EncodedItem,
+    decimal_string,
     encoded_roi_contours,
     integer_string,
 )
@@ -349,15 +350,6 @@ def source_file(path: Path, ds: Dataset, modality: str, sha256: str | None = Non
     )
 
 
-def _float_or_none(value: object) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
 def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Plan:
     """Build the course model of an RT (Ion) Plan, with each fraction group's prescription."""
     dose_refs = tuple(
@@ -367,8 +359,8 @@ def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Pla
             dose_reference_type=str(item.get("DoseReferenceType", "") or "") or None,
             description=str(item.get("DoseReferenceDescription", "") or ""),
             referenced_roi_number=integer_string(item.get("ReferencedROINumber")),
-            target_prescription_dose_gy=_float_or_none(item.get("TargetPrescriptionDose")),
-            delivery_maximum_dose_gy=_float_or_none(item.get("DeliveryMaximumDose")),
+            target_prescription_dose_gy=decimal_string(item.get("TargetPrescriptionDose")),
+            delivery_maximum_dose_gy=decimal_string(item.get("DeliveryMaximumDose")),
         )
         for item in ds.get("DoseReferenceSequence", [])
     )
@@ -381,13 +373,13 @@ def plan_from_dataset(path: Path, ds: Dataset, sha256: str | None = None) -> Pla
             number = integer_string(ref.get("ReferencedDoseReferenceNumber"))
             if number is not None:
                 ref_numbers.append(number)
-            dose = _float_or_none(ref.get("TargetPrescriptionDose"))
+            dose = decimal_string(ref.get("TargetPrescriptionDose"))
             if dose is not None:
                 ref_target_total = max(dose, ref_target_total or 0.0)
         beam_doses = tuple(
             BeamDose(
                 beam_number=integer_string(b.get("ReferencedBeamNumber")) or 0,
-                dose_gy=_float_or_none(b.get("BeamDose")),
+                dose_gy=decimal_string(b.get("BeamDose")),
                 meaning=str(b.get("BeamDoseMeaning", "") or "") or None,
             )
             for b in fg.get("ReferencedBeamSequence", [])

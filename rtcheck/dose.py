@@ -41,7 +41,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from .course import ComponentPart, Course, DoseFile, Plan, SourceFile
-from .encoded import integer_string
+from .encoded import frame_count
 from .errors import ExitCode, RtcheckError
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
@@ -255,10 +255,9 @@ def _geometry(ds: Dataset, path: Path) -> _Geometry:
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < 2 or columns < 2:
         raise DoseError(path, "Rows/Columns", f"a dose grid needs at least 2 x 2 voxels, not {rows} x {columns}")
-    declared = ds.get("NumberOfFrames")
-    frames = 1 if declared in (None, "") else integer_string(declared)
+    frames = frame_count(ds)
     if frames is None:
-        raise DoseError(path, "NumberOfFrames", f"not an integer ({str(declared)!r})")
+        raise DoseError(path, "NumberOfFrames", f"not an integer ({str(ds.get('NumberOfFrames'))!r})")
     if frames < 2:
         raise DoseError(path, "NumberOfFrames", f"{frames} frame: a single dose plane has no thickness, so no volume")
     pointer = ds.get("FrameIncrementPointer")

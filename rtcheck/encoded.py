@@ -91,6 +91,24 @@ def integer_string(value: object) -> int | None:
         return None
 
 
+def decimal_string(value: object) -> float | None:
+    """A DS value as a float, whether pydicom converted it or not; None when it is absent,
+    empty or not a number."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def frame_count(ds: Dataset) -> int | None:
+    """NumberOfFrames of an image (1 when absent: a single frame), None when it is not an
+    integer."""
+    declared = ds.get("NumberOfFrames")
+    return 1 if declared in (None, "") else integer_string(declared)
+
+
 class EncodedItem:
     """One sequence item as the encoded values of its elements (the first of each tag).
 

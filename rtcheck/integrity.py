@@ -35,7 +35,9 @@ from .encoded import (
     REFERENCED_ROI_NUMBER,
     ROI_CONTOUR_SEQUENCE,
     EncodedItem,
+    decimal_string,
     encoded_items,
+    frame_count,
     integer_string,
 )
 from .planes import COPLANAR_TOLERANCE_MM, ContourPlane, contour_plane, on_axial_planes
@@ -336,9 +338,10 @@ def structure_sanity(
         ref = item.get("ReferencedROINumber")
         if ref is None:
             continue
-        if integer_string(ref) is None:
+        number = integer_string(ref)
+        if number is None:
             out.add("ReferencedROINumber", f"RT ROI observation references ROI number {str(ref)!r}, not an integer")
-        elif integer_string(ref) not in known:
+        elif number not in known:
             out.add("ReferencedROINumber", f"RT ROI observation references unknown ROI number {ref}")
     for ref in _contour_roi_numbers(ds, contours):
         if ref not in known:
@@ -415,12 +418,11 @@ def dose_sanity(path: Path, ds: Dataset) -> list[IntegrityFinding]:
     if summation not in SUMMATION_TYPES:
         out.add("DoseSummationType", f"DoseSummationType {summation!r} is not a defined term")
     scaling = ds.get("DoseGridScaling")
-    if "PixelData" in ds and not _positive_number(scaling):
+    if "PixelData" in ds and not (decimal_string(scaling) or 0.0) > 0:  # absent, not a number, or not positive
         out.add("DoseGridScaling", f"DoseGridScaling is {scaling!r}: pixel values cannot be turned into dose")
-    declared = ds.get("NumberOfFrames")
-    frames = 1 if declared in (None, "") else integer_string(declared)
+    frames = frame_count(ds)
     if frames is None:
-        out.add("NumberOfFrames", f"NumberOfFrames is {str(declared)!r}, not an integer")
+        out.add("NumberOfFrames", f"NumberOfFrames is {str(ds.get('NumberOfFrames'))!r}, not an integer")
         frames = 1
     declared_offsets = ds.get("GridFrameOffsetVector")
     offsets = _decimals(declared_offsets)
@@ -479,14 +481,6 @@ def course_consistency(course: Course) -> list[IntegrityFinding]:
                 )
                 items.append(_error(plan.source.path, "ReferencedROINumber", message))
     return items
-
-
-def _positive_number(value: object) -> bool:
-    """Whether a DS value is a number above zero (a value that is not a number is not)."""
-    try:
-        return value not in (None, "") and float(value) > 0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def _decimals(value: object) -> np.ndarray | None:

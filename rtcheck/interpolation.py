@@ -267,7 +267,7 @@ class _Block:
         self.outline_plain = self.plain | self.negligible
         self._holes = shapely.polygons(rings[~exterior])
         self._hole_plane = ring_plane[~exterior]
-        self._lone: dict[tuple[int, int], np.ndarray] = {}
+        self._lone_hole: dict[tuple[int, int], np.ndarray] = {}
         self._lone_part: dict[tuple[int, int], np.ndarray] = {}
         self._near: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._inside: dict[int, np.ndarray] = {}
@@ -408,12 +408,12 @@ class _Block:
 
     def _lone_holes(self, i: int, j: int) -> np.ndarray:
         """The holes of section i (as polygons) that meet no hole of section j."""
-        if (i, j) not in self._lone:
+        if (i, j) not in self._lone_hole:
             mine, theirs = self._holes[self._hole_plane == i], self._holes[self._hole_plane == j]
             if len(mine) and len(theirs):
                 mine = mine[~shapely.intersects(mine[:, None], theirs[None, :]).any(axis=1)]
-            self._lone[(i, j)] = mine
-        return self._lone[(i, j)]
+            self._lone_hole[(i, j)] = mine
+        return self._lone_hole[(i, j)]
 
     def _lone_parts(self, i: int, j: int) -> np.ndarray:
         """The parts of section i that meet nothing on plane j."""
